@@ -1,0 +1,62 @@
+"""Fields shared by every stage config, and the preset mechanism.
+
+A stage config (`configs/irm1.py`, `configs/irm2.py`, `configs/tem.py`) starts from `base()` and
+fills `model`, `diffusion`, `sampling`, `train` and `data`. Sub-dicts are call signatures:
+`config.model` holds exactly the keyword arguments of the network class named by
+`config.model_type` (`diffbfr_jax.models.create_model(config.model_type, **config.model)`).
+"""
+
+import ml_collections
+
+from diffbfr_jax import config_checks
+
+PRESETS = ('', 'smoke', 'demo')
+
+
+def base(stage: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.stage = stage  # 'irm1' | 'irm2' | 'tem': which of DiffBFR's three models this trains
+  config.job = 'train'  # 'train' | 'summary' (print the parameter overview, allocate nothing)
+  config.seed = 0  # root of every random key of the run
+  config.model_type = ''  # 'sr3' (IRM-1, IRM-2) | 'adm' (TEM)
+  config.model = ml_collections.ConfigDict()
+  config.diffusion = ml_collections.ConfigDict()
+  config.sampling = ml_collections.ConfigDict()
+  config.train = ml_collections.ConfigDict()
+  config.data = ml_collections.ConfigDict()
+  return config
+
+
+def model(**architecture) -> ml_collections.ConfigDict:
+  """`config.model`: a stage's architecture fields plus the compute options every network has."""
+  return ml_collections.ConfigDict(dict(
+      **architecture,
+      dtype='float32',  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
+      remat=False,  # recompute each block in the backward pass: less memory, more compute
+  ))
+
+
+def linear_schedule(num_timesteps: int, beta_start: float,
+                    beta_end: float) -> ml_collections.ConfigDict:
+  """`config.diffusion.schedule`: betas spaced linearly from beta_start to beta_end (Table 6)."""
+  return ml_collections.ConfigDict(dict(
+      kind='linear',  # 'linear' is the paper's for all three stages
+      num_timesteps=num_timesteps,  # T
+      beta_start=beta_start,  # beta_1
+      beta_end=beta_end,  # beta_T
+  ))
+
+
+def preset_name(arg) -> str:
+  """The preset selected by `--config=configs/<stage>.py:<arg>` ('' for the paper config)."""
+  name = arg or ''
+  if name not in PRESETS:
+    raise ValueError(f'Unknown config preset {name!r}; expected one of {PRESETS} '
+                     "('' = the paper's configuration).")
+  return name
+
+
+def finish(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sanity checks every stage config ends with (main runs them again after overrides)."""
+  config_checks.check_stage_config(config)
+  return config

@@ -1,0 +1,66 @@
+r"""TEM: DiffBFR's Texture Enhancement Module (ADM UNet, 512x512, unconditional).
+
+Table 6 of the paper, with DifFace's `configs/training/diffusion_ffhq512.yaml` (an improved-DDPM
+UNet whose FFHQ-512 weights are published) filling what the table leaves out.
+
+  python -m diffbfr_jax.main --config=configs/tem.py --config.job=summary
+    -> the parameter overview, ending "total parameters: 159,788,454" (nothing is allocated).
+
+Presets: `configs/tem.py` (paper), `:smoke` (tiny, for tests), `:demo` (CPU-sized).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  preset = common.preset_name(arg)
+  config = common.base('tem')
+
+  config.model_type = 'adm'
+  config.model = common.model(
+      image_size=512,  # pixels per side; attention resolutions are absolute sizes (Table 6)
+      in_channels=3,  # x_t only: TEM is unconditional (Table 6: in 3)
+      model_channels=32,  # width of level 0; the time embedding is 4x this (Table 6)
+      out_channels=6,  # [eps (3), learned-range variance v (3)] (Table 6: out 6)
+      num_res_blocks=(1, 2, 2, 2, 2, 3, 4),  # per level on the way down; +1 up (DifFace)
+      attention_resolutions=(32, 16, 8),  # feature-map sizes with attention (Table 6)
+      dropout=0.0,  # DifFace
+      channel_mult=(1, 2, 4, 8, 8, 16, 16),  # width of each level / model_channels (Table 6)
+      num_head_channels=64,  # channels per attention head (DifFace)
+      norm_groups=32,  # GroupNorm groups (guided-diffusion's GroupNorm32)
+  )
+
+  # T = 1000, betas linear from 1e-4 to 2e-2 (Table 6).
+  config.diffusion.schedule = common.linear_schedule(1000, 1e-4, 2e-2)
+  config.diffusion.loss = 'l1'  # eps term of the loss: mean |eps - eps_theta| (Table 6)
+  # Add improved DDPM's variational-bound term for the learned variance (hybrid loss), weighted
+  # by num_timesteps / 1000 as rescale_learned_sigmas does (DifFace).
+  config.diffusion.vb_term = True
+
+  config.sampling.start_step = 100  # truncated start N2 on the 1000-step grid (Table 6)
+  config.sampling.variance = 'learned_range'  # improved DDPM's interpolated log-variance
+  config.sampling.clip_x0 = True  # clamp the x0 estimate to [-1, 1] (DifFace)
+
+  config.train.optimizer = 'adamw'  # DifFace
+  config.train.learning_rate = 1e-4  # DifFace
+  config.train.batch_size = 64  # global batch over all devices (DifFace)
+  config.train.num_steps = 500_000  # DifFace's published EMA weights are from step 500k
+  config.train.warmup_steps = 10_000  # linear learning-rate warm-up (DifFace)
+  config.train.ema_decay = 0.999  # DifFace
+
+  config.data.image_size = 512  # HQ faces at 512; TEM never sees a degraded face
+
+  if preset == 'smoke':
+    config.model.update(image_size=16, model_channels=16, channel_mult=(1, 2),
+                        num_res_blocks=(1, 2), attention_resolutions=(8,), num_head_channels=16,
+                        norm_groups=8)
+    config.data.image_size = 16
+    config.train.update(batch_size=2, num_steps=4, warmup_steps=0)
+  elif preset == 'demo':
+    config.model.update(image_size=32, channel_mult=(1, 2, 2, 2), num_res_blocks=(1, 1, 1, 1),
+                        attention_resolutions=(8,), num_head_channels=32)
+    config.data.image_size = 32
+    config.train.update(batch_size=32, learning_rate=2e-4, num_steps=1500, warmup_steps=100,
+                        ema_decay=0.995)
+
+  return common.finish(config)

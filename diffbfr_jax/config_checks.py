@@ -1,0 +1,81 @@
+"""Checks that a stage config fits together, with errors that name the field and the value.
+
+Run at the end of every `get_config` and again by `main` after command-line overrides.
+"""
+
+from typing import Sequence
+
+
+class ConfigError(ValueError):
+  """A config field whose value does not fit; the message names the field and the value."""
+
+
+def _fail(field: str, value, why: str):
+  raise ConfigError(f'config.{field}={value!r}: {why}')
+
+
+def _check_common_unet(model, *, mults_field: str, attn_field: str, width_field: str):
+  mults: Sequence[int] = tuple(model[mults_field])
+  size, width, groups = model.image_size, model[width_field], model.norm_groups
+  factor = 2 ** (len(mults) - 1)
+  if size % factor:
+    _fail('model.image_size', size, f'must be divisible by 2**(levels - 1) = {factor} for '
+          f'{len(mults)} levels ({mults_field}={mults}).')
+  reachable = [size // 2 ** k for k in range(len(mults))]
+  for res in model[attn_field]:
+    if res not in reachable:
+      _fail(f'model.{attn_field}', tuple(model[attn_field]),
+            f'resolution {res} is never reached; the levels run at {reachable}.')
+  for mult in mults:
+    if (width * mult) % groups:
+      _fail('model.norm_groups', groups, f'must divide every level width; {width} * {mult} = '
+            f'{width * mult} is not a multiple of it.')
+  if width % 2:
+    _fail(f'model.{width_field}', width, 'the sinusoidal embedding needs an even width.')
+
+
+def check_model_config(model_type: str, model) -> None:
+  if model_type == 'sr3':
+    _check_common_unet(model, mults_field='channel_mults', attn_field='attn_res',
+                       width_field='inner_channels')
+    if model.in_channels <= 3:
+      _fail('model.in_channels', model.in_channels,
+            'the SR3 UNet is conditional: in_channels counts concat[condition, x_t] (6 for RGB).')
+  elif model_type == 'adm':
+    _check_common_unet(model, mults_field='channel_mult', attn_field='attention_resolutions',
+                       width_field='model_channels')
+    if len(model.num_res_blocks) != len(model.channel_mult):
+      _fail('model.num_res_blocks', tuple(model.num_res_blocks),
+            f'needs one count per level ({len(model.channel_mult)} levels).')
+    size = model.image_size
+    for level, mult in enumerate(model.channel_mult):
+      if size // 2 ** level in model.attention_resolutions:
+        if (model.model_channels * mult) % model.num_head_channels:
+          _fail('model.num_head_channels', model.num_head_channels,
+                f'must divide the width {model.model_channels * mult} of attention level {level}.')
+  else:
+    _fail('model_type', model_type, "expected 'sr3' or 'adm'.")
+  if model.dtype not in ('float32', 'bfloat16'):
+    _fail('model.dtype', model.dtype, "expected 'float32' or 'bfloat16'.")
+
+
+def check_stage_config(config) -> None:
+  """Every check a stage config must pass before anything is built."""
+  if config.job not in ('train', 'summary'):
+    _fail('job', config.job, "expected 'train' or 'summary'.")
+  check_model_config(config.model_type, config.model)
+  learned_variance = config.sampling.variance == 'learned_range'
+  expected_out = 6 if learned_variance else 3
+  if config.model.out_channels != expected_out:
+    _fail('model.out_channels', config.model.out_channels,
+          f'sampling.variance={config.sampling.variance!r} needs {expected_out} output channels.')
+  if config.data.image_size != config.model.image_size:
+    _fail('data.image_size', config.data.image_size,
+          f'differs from model.image_size={config.model.image_size}.')
+  sched = config.diffusion.schedule
+  if not 0 < sched.beta_start < sched.beta_end < 1:
+    _fail('diffusion.schedule', (sched.beta_start, sched.beta_end),
+          'needs 0 < beta_start < beta_end < 1.')
+  if not 1 <= config.sampling.start_step <= sched.num_timesteps:
+    _fail('sampling.start_step', config.sampling.start_step,
+          f'must lie in [1, diffusion.schedule.num_timesteps={sched.num_timesteps}].')

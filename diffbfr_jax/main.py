@@ -1,0 +1,51 @@
+r"""Entry point: `python -m diffbfr_jax.main --config=configs/<stage>.py[:preset] --workdir=DIR`.
+
+The config's `job` field picks what runs:
+  summary  print the network's parameter overview and total count (allocates nothing).
+  train    train the stage (see the README for what this version provides).
+"""
+
+import logging
+import sys
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from diffbfr_jax import config_checks
+from diffbfr_jax import summary
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics of the run.')
+config_flags.DEFINE_config_file(
+    'config', None, 'A stage config file, e.g. configs/tem.py or configs/irm1.py:demo.',
+    lock_config=True)
+
+
+def run(config, workdir) -> None:
+  """Runs `config.job`; separate from `main` so tests can call it without flags."""
+  config_checks.check_stage_config(config)  # again: command-line overrides come after get_config
+  if config.job == 'summary':
+    print(summary.summarize(config))
+  elif config.job == 'train':
+    raise config_checks.ConfigError(
+        "config.job='train': training is not part of this version of diffbfr_jax; "
+        'available: --config.job=summary.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.config is None:
+    raise app.UsageError('Pass --config=configs/<stage>.py[:preset], e.g. configs/irm1.py:demo.')
+  logging.info('JAX process %d / %d, local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    run(FLAGS.config, FLAGS.workdir)
+  except config_checks.ConfigError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

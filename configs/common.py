@@ -47,6 +47,21 @@ def linear_schedule(num_timesteps: int, beta_start: float,
   ))
 
 
+def sampling(*, start_step: int, from_noise: bool, variance: str,
+             clip_x0: bool) -> ml_collections.ConfigDict:
+  """`config.sampling`: the keyword arguments of `diffusion.samplers.make_sampler`."""
+  return ml_collections.ConfigDict(dict(
+      start_step=start_step,  # N: the chain noises to step N and denoises N, ..., 1 (Table 6)
+      start_grid='original',  # N counts steps of the training grid; 'respaced': of the sampling grid
+      from_noise=from_noise,  # start from N(0, I) instead of the start image diffused to N
+      variance=variance,  # 'beta' (Algorithm 1) | 'posterior' (SR3 code) | 'learned_range'
+      clip_x0=clip_x0,  # clamp each x_0 estimate to [-1, 1]
+      respacing='',  # '' = every step; guided-diffusion counts ('250', '10,20') or 'ddimN'
+      sampler='ancestral',  # 'ancestral' (Algorithm 1) | 'ddim'
+      eta=0.0,  # DDIM noise scale, 0 = deterministic (sampler='ddim' only)
+  ))
+
+
 def preset_name(arg) -> str:
   """The preset selected by `--config=configs/<stage>.py:<arg>` ('' for the paper config)."""
   name = arg or ''

@@ -9,6 +9,8 @@ Presets: `configs/irm1.py` (paper), `configs/irm1.py:smoke` (a tiny model for te
 `configs/irm1.py:demo` (a small model that trains in minutes on a CPU).
 """
 
+import ml_collections
+
 from configs import common
 
 
@@ -31,11 +33,15 @@ def get_config(arg=None):
 
   # T = 2000, betas linear from 1e-6 to 1e-2 (Table 6).
   config.diffusion.schedule = common.linear_schedule(2000, 1e-6, 1e-2)
-  config.diffusion.loss = 'l1'  # mean |eps - eps_theta| (Table 6); 'l2' also allowed
+  config.diffusion.loss = ml_collections.ConfigDict(dict(  # diffusion.losses.noise_level_loss
+      kind='l1',  # mean |eps - eps_theta| (Table 6); 'l2' also allowed
+      per_example_t=False,  # SR3 draws one step t per batch, then a noise level per example
+  ))
 
-  config.sampling.start_step = 2000  # the chain starts at T from pure noise (Table 6)
-  config.sampling.variance = 'beta'  # sigma_t^2 = beta_t (Algorithm 1); 'posterior' = SR3 code
-  config.sampling.clip_x0 = False  # clamp the x0 estimate to [-1, 1] (SR3 code: True)
+  # Algorithm 1: the full chain from x_T ~ N(0, I), sigma_t^2 = beta_t, no clipping
+  # (SR3's code uses variance='posterior' and clip_x0=True).
+  config.sampling = common.sampling(start_step=2000, from_noise=True, variance='beta',
+                                    clip_x0=False)
 
   config.train.optimizer = 'adam'  # SR3 sr_sr3_16_128
   config.train.learning_rate = 1e-4  # SR3 sr_sr3_16_128

@@ -9,6 +9,8 @@ what the table leaves out. Table 6 gives attention at [16], which SR3's file doe
 Presets: `configs/irm2.py` (paper), `:smoke` (tiny, for tests), `:demo` (CPU-sized).
 """
 
+import ml_collections
+
 from configs import common
 
 
@@ -31,11 +33,15 @@ def get_config(arg=None):
 
   # T = 2000, betas linear from 1e-6 to 1e-2 (Table 6).
   config.diffusion.schedule = common.linear_schedule(2000, 1e-6, 1e-2)
-  config.diffusion.loss = 'l1'  # mean |eps - eps_theta| (Table 6); 'l2' also allowed
+  config.diffusion.loss = ml_collections.ConfigDict(dict(  # diffusion.losses.noise_level_loss
+      kind='l1',  # mean |eps - eps_theta| (Table 6); 'l2' also allowed
+      per_example_t=False,  # SR3 draws one step t per batch, then a noise level per example
+  ))
 
-  config.sampling.start_step = 1000  # truncated start N1: resize(IRM-1 output) diffused to N1
-  config.sampling.variance = 'beta'  # sigma_t^2 = beta_t (Algorithm 1); 'posterior' = SR3 code
-  config.sampling.clip_x0 = False  # clamp the x0 estimate to [-1, 1] (SR3 code: True)
+  # Algorithm 1: truncated start N1 = 1000 (resize(IRM-1 output) diffused to step 1000),
+  # sigma_t^2 = beta_t, no clipping.
+  config.sampling = common.sampling(start_step=1000, from_noise=False, variance='beta',
+                                    clip_x0=False)
 
   config.train.optimizer = 'adam'  # SR3 sr_sr3_64_512
   config.train.learning_rate = 3e-6  # SR3 sr_sr3_64_512

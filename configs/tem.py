@@ -9,6 +9,8 @@ UNet whose FFHQ-512 weights are published) filling what the table leaves out.
 Presets: `configs/tem.py` (paper), `:smoke` (tiny, for tests), `:demo` (CPU-sized).
 """
 
+import ml_collections
+
 from configs import common
 
 
@@ -32,14 +34,17 @@ def get_config(arg=None):
 
   # T = 1000, betas linear from 1e-4 to 2e-2 (Table 6).
   config.diffusion.schedule = common.linear_schedule(1000, 1e-4, 2e-2)
-  config.diffusion.loss = 'l1'  # eps term of the loss: mean |eps - eps_theta| (Table 6)
-  # Add improved DDPM's variational-bound term for the learned variance (hybrid loss), weighted
-  # by num_timesteps / 1000 as rescale_learned_sigmas does (DifFace).
-  config.diffusion.vb_term = True
+  config.diffusion.loss = ml_collections.ConfigDict(dict(  # diffusion.losses.timestep_loss
+      kind='l1',  # eps term: mean |eps - eps_theta| (Table 6); 'l2' also allowed
+      # The 6-channel output adds improved DDPM's variational-bound term for the learned
+      # variance (hybrid loss), scaled by T / 1000 when this is on (DifFace's rescale_learned_sigmas).
+      rescale_vb=True,
+  ))
 
-  config.sampling.start_step = 100  # truncated start N2 on the 1000-step grid (Table 6)
-  config.sampling.variance = 'learned_range'  # improved DDPM's interpolated log-variance
-  config.sampling.clip_x0 = True  # clamp the x0 estimate to [-1, 1] (DifFace)
+  # Algorithm 1: truncated start N2 = 100 on the 1000-step grid (IRM-2's output diffused to
+  # step 100); the learned-range variance and x_0 clipping of DifFace.
+  config.sampling = common.sampling(start_step=100, from_noise=False,
+                                    variance='learned_range', clip_x0=True)
 
   config.train.optimizer = 'adamw'  # DifFace
   config.train.learning_rate = 1e-4  # DifFace

@@ -5,6 +5,9 @@ Run at the end of every `get_config` and again by `main` after command-line over
 
 from typing import Sequence
 
+from diffbfr_jax.diffusion import samplers
+from diffbfr_jax.diffusion import schedules
+
 
 class ConfigError(ValueError):
   """A config field whose value does not fit; the message names the field and the value."""
@@ -72,10 +75,20 @@ def check_stage_config(config) -> None:
   if config.data.image_size != config.model.image_size:
     _fail('data.image_size', config.data.image_size,
           f'differs from model.image_size={config.model.image_size}.')
+  sampling = config.sampling
+  if sampling.variance not in samplers.VARIANCES:
+    _fail('sampling.variance', sampling.variance, f'expected one of {samplers.VARIANCES}.')
+  if sampling.sampler not in samplers.SAMPLERS:
+    _fail('sampling.sampler', sampling.sampler, f'expected one of {samplers.SAMPLERS}.')
   sched = config.diffusion.schedule
   if not 0 < sched.beta_start < sched.beta_end < 1:
     _fail('diffusion.schedule', (sched.beta_start, sched.beta_end),
           'needs 0 < beta_start < beta_end < 1.')
-  if not 1 <= config.sampling.start_step <= sched.num_timesteps:
-    _fail('sampling.start_step', config.sampling.start_step,
-          f'must lie in [1, diffusion.schedule.num_timesteps={sched.num_timesteps}].')
+  try:
+    grid = schedules.respace(schedules.make_schedule(**sched), sampling.respacing)
+    steps = schedules.start_count(grid, sampling.start_step, sampling.start_grid)
+  except ValueError as e:  # their messages name the value (respacing=..., start_step=...)
+    raise ConfigError(f'config.sampling: {e}') from None
+  if steps == 0:
+    _fail('sampling.start_step', sampling.start_step,
+          f'no step of the respaced grid (respacing={sampling.respacing!r}) lies at or below it.')

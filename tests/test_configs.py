@@ -34,7 +34,7 @@ def test_table6_fields():
   assert [c1.model.inner_channels, c2.model.inner_channels, c3.model.model_channels] == [64, 64, 32]
   assert tuple(c1.model.attn_res) == tuple(c2.model.attn_res) == (16,)
   assert tuple(c3.model.attention_resolutions) == (32, 16, 8)
-  assert {c.diffusion.loss for c in (c1, c2, c3)} == {'l1'}
+  assert {c.diffusion.loss.kind for c in (c1, c2, c3)} == {'l1'}
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -44,7 +44,9 @@ def test_table6_fields():
     ('model.in_channels', 3, r'config.model.in_channels=3: the SR3 UNet is conditional'),
     ('model.dtype', 'float16', r"config.model.dtype='float16'"),
     ('model.out_channels', 6, r"config.model.out_channels=6: sampling.variance='beta'"),
-    ('sampling.start_step', 2001, r'config.sampling.start_step=2001'),
+    ('sampling.start_step', 2001, r'config.sampling: start_step=2001 is outside \[0, 2000\]'),
+    ('sampling.respacing', 'ddim1999', r"config.sampling: respacing='ddim1999': no integer stride"),
+    ('sampling.variance', 'fixed', r"config.sampling.variance='fixed'"),
     ('job', 'sample', r"config.job='sample'"),
 ])
 def test_bad_irm1_values_fail_by_field(field, value, message):

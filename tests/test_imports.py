@@ -3,11 +3,16 @@
 import subprocess
 import sys
 
+import pytest
 
-def test_models_configs_and_main_do_not_import_tensorflow():
-  code = ('import sys\n'
-          'import diffbfr_jax.main, diffbfr_jax.models, diffbfr_jax.summary\n'
-          'import configs.irm1, configs.irm2, configs.tem\n'
+
+@pytest.mark.parametrize('module', [
+    'diffbfr_jax.main', 'diffbfr_jax.models', 'diffbfr_jax.summary', 'diffbfr_jax.diffusion.samplers',
+    'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead', 'configs.irm1',
+    'configs.irm2', 'configs.tem',
+])
+def test_module_does_not_import_tensorflow(module):
+  code = (f'import sys, {module}\n'
           'bad = sorted(m for m in sys.modules if m.split(".")[0] in '
           '("tensorflow", "tensorflow_datasets"))\n'
           'assert not bad, bad\n')

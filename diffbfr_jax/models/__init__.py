@@ -5,6 +5,8 @@ from diffbfr_jax.models.sr3_unet import SR3UNet
 
 # `config.model_type` picks the class; `config.model` holds exactly its constructor arguments.
 MODELS = {'sr3': SR3UNet, 'adm': ADMUNet}
+# What each network takes as time: SR3 the continuous noise level sqrt(gamma), ADM the step.
+TIME_INPUT = {'sr3': 'noise_level', 'adm': 'step'}
 
 
 def create_model(model_type: str, **model_config):

@@ -58,8 +58,8 @@ def test_fresh_model_outputs_zero_like_guided_diffusion():
   config = tem.get_config('smoke')
   model = models.create_model(config.model_type, **config.model)
   x_t = jax.random.normal(jax.random.key(1), (1, 16, 16, 3))
-  variables = model.init(jax.random.key(0), x_t, jnp.array([5]))
-  assert float(jnp.abs(model.apply(variables, x_t, jnp.array([5]))).max()) == 0.0
+  variables = jax.jit(model.init)(jax.random.key(0), x_t, jnp.array([5]))
+  assert float(jnp.abs(jax.jit(model.apply)(variables, x_t, jnp.array([5]))).max()) == 0.0
   assert float(jnp.abs(variables['params']['input_blocks_1_0']['in_layers_2']['kernel']).max()) > 0
 
 
@@ -69,11 +69,13 @@ def test_smoke_model_forward(rng):
   size = config.model.image_size
   x_t = jax.random.normal(jax.random.key(1), (2, size, size, 3))
   t = jnp.array([3, 700])
-  params = _random_params(model.init(jax.random.key(0), x_t, t)['params'], rng, scale=0.1)
-  out = model.apply({'params': params}, x_t, t, train=True, rngs={'dropout': jax.random.key(2)})
+  params = _random_params(jax.eval_shape(model.init, jax.random.key(0), x_t, t)['params'], rng,
+                          scale=0.1)
+  apply = jax.jit(model.apply, static_argnames='train')
+  out = apply({'params': params}, x_t, t, train=True, rngs={'dropout': jax.random.key(2)})
   assert out.shape == (2, size, size, 6) and out.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out)))
-  assert float(jnp.abs(model.apply({'params': params}, x_t, t[::-1]) - out).max()) > 1e-4
+  assert float(jnp.abs(apply({'params': params}, x_t, t[::-1]) - out).max()) > 1e-4
 
 
 def test_condition_on_an_unconditional_model_is_a_clear_error():

@@ -77,15 +77,15 @@ def test_smoke_model_forward(get_config):
   x_t = jax.random.normal(jax.random.key(1), (2, size, size, 3))
   cond = jax.random.normal(jax.random.key(2), (2, size, size, 3))
   levels = jnp.array([0.1, 0.9])
-  variables = model.init(jax.random.key(0), x_t, levels, cond)
-  out = model.apply(variables, x_t, levels, cond, train=True,
-                    rngs={'dropout': jax.random.key(3)})
+  variables = jax.jit(model.init)(jax.random.key(0), x_t, levels, cond)
+  apply = jax.jit(model.apply, static_argnames='train')
+  out = apply(variables, x_t, levels, cond, train=True, rngs={'dropout': jax.random.key(3)})
   assert out.shape == (2, size, size, 3) and out.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out)))
   # The noise level reaches the output, and so does the condition.
-  other_level = model.apply(variables, x_t, levels[::-1], cond)
-  other_cond = model.apply(variables, x_t, levels, -cond)
-  base = model.apply(variables, x_t, levels, cond)
+  other_level = apply(variables, x_t, levels[::-1], cond)
+  other_cond = apply(variables, x_t, levels, -cond)
+  base = apply(variables, x_t, levels, cond)
   assert float(jnp.abs(other_level - base).max()) > 1e-4
   assert float(jnp.abs(other_cond - base).max()) > 1e-4
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`python -m diffbfr_jax.benchmarks.<name> --help`)."""

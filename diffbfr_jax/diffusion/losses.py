@@ -1,0 +1,86 @@
+"""Training losses: noise prediction at a continuous noise level (SR3, IRM) or at an integer step
+(ADM, TEM), with improved DDPM's variational-bound term for a learned-range variance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffbfr_jax.diffusion import gaussian
+from diffbfr_jax.diffusion.schedules import Schedule, at, model_time
+
+
+def _mean_per_example(x):
+  return jnp.mean(x, axis=tuple(range(1, x.ndim)))
+
+
+def eps_error(pred, target, kind: str):
+  """Per-example mean |pred - target| ('l1', Table 6) or squared error ('l2'), shape [B]."""
+  if kind == 'l1':
+    return _mean_per_example(jnp.abs(pred - target))
+  if kind == 'l2':
+    return _mean_per_example((pred - target) ** 2)
+  raise ValueError(f"loss kind={kind!r}; expected 'l1' or 'l2'.")
+
+
+def sample_noise_level(schedule: Schedule, key, batch: int, *, per_example_t: bool = False):
+  """SR3's training noise level: t ~ U{1..T} (one per batch unless `per_example_t`), then per
+  example g ~ U(sqrt(gamma_{t-1}), sqrt(gamma_t)). Returns g [B] and the grid index t - 1."""
+  k_t, k_g = jax.random.split(key)
+  index = jax.random.randint(k_t, (batch,) if per_example_t else (), 0, schedule.num_steps)
+  index = jnp.broadcast_to(index, (batch,))
+  high = at(np.sqrt(schedule.gammas_prev), index)  # sqrt(gamma_{t-1}) >= sqrt(gamma_t)
+  low = at(np.sqrt(schedule.gammas), index)
+  return low + (high - low) * jax.random.uniform(k_g, (batch,)), index
+
+
+def noise_level_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: str = 'l1',
+                     per_example_t: bool = False):
+  """SR3 / IRM loss: `model_fn(x_t, g, cond)` predicts the noise of x_t = g x0 + sqrt(1-g^2) eps."""
+  k_level, k_noise = jax.random.split(key)
+  level, index = sample_noise_level(schedule, k_level, x0.shape[0], per_example_t=per_example_t)
+  noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+  x_t = gaussian.q_sample_noise_level(x0, level, noise)
+  per_example = eps_error(model_fn(x_t, level, cond), noise, kind)
+  return jnp.mean(per_example), {'loss_eps': jnp.mean(per_example)}
+
+
+def vb_term(schedule: Schedule, model_out, x0, x_t, index):
+  """Improved DDPM's L_vb per example, in bits: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for
+  t > 1 and the decoder's negative log-likelihood of x_0 at t = 1. The model mean uses a
+  stop-gradient on the noise prediction, so this term trains only the variance."""
+  channels = x_t.shape[-1]
+  eps = jax.lax.stop_gradient(model_out[..., :channels])
+  v = model_out[..., channels:]
+  model_mean, _ = gaussian.q_posterior(schedule, gaussian.predict_x0(schedule, x_t, index, eps),
+                                       x_t, index)
+  model_log_var = gaussian.learned_range_log_variance(schedule, v, index)
+  true_mean, true_log_var = gaussian.q_posterior(schedule, x0, x_t, index)
+  kl = _mean_per_example(gaussian.normal_kl(true_mean, true_log_var, model_mean, model_log_var))
+  nll = -_mean_per_example(gaussian.discretized_gaussian_log_likelihood(
+      x0, means=model_mean, log_scales=0.5 * model_log_var))
+  return jnp.where(index == 0, nll, kl) / np.log(2.0)
+
+
+def timestep_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: str = 'l1',
+                  rescale_vb: bool = True):
+  """ADM / TEM loss: per-example step t ~ U{1..T}; `model_fn(x_t, step, cond)` predicts the
+  noise in its first C channels.
+
+  A model with 2C output channels has a learned-range variance (v in the last C channels) and
+  gets improved DDPM's hybrid loss: eps error + L_vb, with L_vb scaled by T / 1000 when
+  `rescale_vb` (guided-diffusion's rescale_learned_sigmas)."""
+  k_t, k_noise = jax.random.split(key)
+  index = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.num_steps)
+  noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+  x_t = gaussian.q_sample(schedule, x0, index, noise)
+  out = model_fn(x_t, model_time(schedule, index, 'step'), cond)
+  eps_term = eps_error(out[..., :x0.shape[-1]], noise, kind)
+  metrics = {'loss_eps': jnp.mean(eps_term)}
+  total = eps_term
+  if out.shape[-1] == 2 * x0.shape[-1]:
+    vb = vb_term(schedule, out, x0, x_t, index)
+    if rescale_vb:
+      vb = vb * schedule.num_train_timesteps / 1000.0
+    metrics['loss_vb'] = jnp.mean(vb)
+    total = total + vb
+  return jnp.mean(total), metrics

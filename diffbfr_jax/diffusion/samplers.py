@@ -1,0 +1,144 @@
+"""Reverse steps and jitted chains (one `lax.fori_loop` each), with truncated starts.
+
+A chain on a schedule grid with start count N: diffuse the start image to grid index N - 1 with q
+(or start from pure noise), then denoise indices N - 1, ..., 0, one model call each. The paper's
+"start at N" (Algorithm 1, N1 = 1000, N2 = 100) is N on the training grid: x_N ~ q(x_N | x_0)
+with gamma_N, and the first model call is at step t = N. (DifFace's sampler noises its index 100
+of a 250-step grid but first denoises index 99; here the noised index and the first denoised
+index are always the same.)
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffbfr_jax.diffusion import gaussian
+from diffbfr_jax.diffusion import schedules
+from diffbfr_jax.diffusion.schedules import Schedule, at, model_time
+
+VARIANCES = ('beta', 'posterior', 'learned_range')
+SAMPLERS = ('ancestral', 'ddim')
+
+
+def _split_output(model_out, channels: int):
+  """The noise prediction (first C channels) and, if present, the variance output v."""
+  return model_out[..., :channels], model_out[..., channels:]
+
+
+def _noise_mask(index, x):
+  """1 where a step adds noise, 0 at index 0 (the last step), broadcast to x's rank."""
+  mask = (jnp.asarray(index) > 0).astype(x.dtype)
+  return jnp.reshape(mask, jnp.shape(mask) + (1,) * (x.ndim - jnp.ndim(mask)))
+
+
+def p_mean_variance(schedule: Schedule, model_out, x_t, index, *, variance: str,
+                    clip_x0: bool):
+  """Mean and log-variance of p(x_{t-1} | x_t), and the x_0 estimate.
+
+  variance: 'beta' (sigma^2 = beta_t, the paper's Algorithm 1), 'posterior' (beta~_t, SR3's code),
+  'learned_range' (improved DDPM; v in the model's extra channels).
+  The mean is the posterior mean at the x_0 estimate; unclipped, it equals Algorithm 1's
+  `(x_t - beta_t / sqrt(1 - gamma_t) eps) / sqrt(alpha_t)`.
+  """
+  eps, v = _split_output(model_out, x_t.shape[-1])
+  if variance == 'beta':
+    log_var = at(np.log(schedule.betas), index, x_t)
+  elif variance == 'posterior':
+    log_var = at(schedule.posterior_log_variance_clipped, index, x_t)
+  elif variance == 'learned_range':
+    if v.shape[-1] != x_t.shape[-1]:
+      raise ValueError(f"variance='learned_range' needs a model with {2 * x_t.shape[-1]} output "
+                       f'channels, got {model_out.shape[-1]}.')
+    log_var = gaussian.learned_range_log_variance(schedule, v, index)
+  else:
+    raise ValueError(f'variance={variance!r}; expected one of {VARIANCES}.')
+  x0 = gaussian.predict_x0(schedule, x_t, index, eps)
+  if clip_x0:
+    x0 = jnp.clip(x0, -1.0, 1.0)
+  mean, _ = gaussian.q_posterior(schedule, x0, x_t, index)
+  return mean, log_var, x0
+
+
+def ancestral_step(schedule: Schedule, model_out, x_t, index, noise, *, variance: str,
+                   clip_x0: bool):
+  """x_{t-1} = mean + sigma z; no noise at index 0 (the paper's z = 0 at t = 1)."""
+  mean, log_var, _ = p_mean_variance(schedule, model_out, x_t, index, variance=variance,
+                                     clip_x0=clip_x0)
+  return mean + _noise_mask(index, x_t) * jnp.exp(0.5 * log_var) * noise
+
+
+def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, clip_x0: bool):
+  """DDIM (Song et al.) with stochasticity eta (0: deterministic), as guided-diffusion."""
+  eps, _ = _split_output(model_out, x_t.shape[-1])
+  x0 = gaussian.predict_x0(schedule, x_t, index, eps)
+  if clip_x0:
+    x0 = jnp.clip(x0, -1.0, 1.0)
+  eps = gaussian.predict_eps(schedule, x_t, index, x0)
+  gamma = at(schedule.gammas, index, x_t)
+  gamma_prev = at(schedule.gammas_prev, index, x_t)
+  sigma = eta * jnp.sqrt((1 - gamma_prev) / (1 - gamma)) * jnp.sqrt(1 - gamma / gamma_prev)
+  mean = x0 * jnp.sqrt(gamma_prev) + jnp.sqrt(1 - gamma_prev - sigma ** 2) * eps
+  return mean + _noise_mask(index, x_t) * sigma * noise
+
+
+def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, time_input: str,
+                 cond=None, from_noise: bool = False, sampler: str = 'ancestral',
+                 variance: str = 'beta', clip_x0: bool = False, eta: float = 0.0):
+  """Runs N = `num_steps` reverse steps on `schedule`'s grid from `start`.
+
+  Args:
+    model_fn: `model_fn(x_t, time, cond) -> [B, H, W, C or 2C]` (a closure over parameters).
+    schedule: the grid to run on (full or respaced).
+    key: PRNG key; the start noise and each step's noise (`fold_in(key, index)`) derive from it.
+    start: [B, H, W, C] image diffused to index N - 1 with q (truncated sampling); with
+      `from_noise` only its shape is used and the chain starts from N(0, I).
+    num_steps: N, a Python int (0 returns `start`).
+    time_input: 'step' or 'noise_level' (see `model_time`).
+  """
+  if not 0 <= num_steps <= schedule.num_steps:
+    raise ValueError(f'num_steps={num_steps} is outside [0, {schedule.num_steps}].')
+  if sampler not in SAMPLERS:
+    raise ValueError(f'sampler={sampler!r}; expected one of {SAMPLERS}.')
+  if num_steps == 0:
+    return start
+  start_key, step_key = jax.random.split(key)
+  batch = start.shape[0]
+  first = num_steps - 1
+  noise = jax.random.normal(start_key, start.shape, jnp.float32)
+  if from_noise:
+    x = noise
+  else:
+    x = gaussian.q_sample(schedule, start.astype(jnp.float32), jnp.full((batch,), first), noise)
+
+  def body(i, x):
+    index = jnp.full((batch,), first - i)
+    out = model_fn(x, model_time(schedule, index, time_input), cond)
+    z = jax.random.normal(jax.random.fold_in(step_key, first - i), x.shape, x.dtype)
+    if sampler == 'ddim':
+      return ddim_step(schedule, out, x, index, z, eta=eta, clip_x0=clip_x0)
+    return ancestral_step(schedule, out, x, index, z, variance=variance, clip_x0=clip_x0)
+
+  x = jax.lax.fori_loop(0, num_steps, body, x)
+  assert x.shape == start.shape, (x.shape, start.shape)
+  return x
+
+
+def make_sampler(model_fn, train_schedule: Schedule, *, time_input: str, start_step: int,
+                 from_noise: bool, variance: str, clip_x0: bool, respacing: str = '',
+                 start_grid: str = 'original', sampler: str = 'ancestral', eta: float = 0.0):
+  """`make_sampler(model_fn, schedule, time_input=..., **config.sampling)`.
+
+  Returns `sample(key, start, cond=None)` and the number of reverse steps (= model calls) it runs.
+  respacing: '' (every step), a guided-diffusion count string ('250', '10,20') or 'ddimN'.
+  start_grid: whether `start_step` counts steps of the training grid ('original') or of the
+  respaced grid ('respaced').
+  """
+  schedule = schedules.respace(train_schedule, respacing)
+  num_steps = schedules.start_count(schedule, start_step, start_grid)
+
+  def sample(key, start, cond=None):
+    return sample_chain(model_fn, schedule, key, start, num_steps=num_steps, time_input=time_input,
+                        cond=cond, from_noise=from_noise, sampler=sampler, variance=variance,
+                        clip_x0=clip_x0, eta=eta)
+
+  return sample, num_steps

@@ -1,4 +1,4 @@
-"""The PyTorch state_dict listings of the three paper models (tests/data/*_state_dict_shapes.txt,
+"""The PyTorch state_dict listings of the three paper models (tests/models/reference/*_state_dict_shapes.txt,
 listed from the unmodified SR3 and DifFace PyTorch modules) compared with our parameter trees."""
 
 import ast
@@ -8,7 +8,7 @@ import jax
 
 from diffbfr_jax.models import naming
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / 'data'
+DATA = pathlib.Path(__file__).resolve().parent / 'reference'
 
 
 def read_listing(name):

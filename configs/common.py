@@ -23,8 +23,41 @@ def base(stage: str) -> ml_collections.ConfigDict:
   config.diffusion = ml_collections.ConfigDict()
   config.sampling = ml_collections.ConfigDict()
   config.train = ml_collections.ConfigDict()
-  config.data = ml_collections.ConfigDict()
+  config.data = data()
   return config
+
+
+def data() -> ml_collections.ConfigDict:
+  """`config.data`: where the HQ faces come from and how they are degraded (Eq. 13)."""
+  return ml_collections.ConfigDict(dict(
+      # diffbfr_jax.data.sources.make_source(size=source_size, **source). No default: training
+      # on the wrong faces silently is worse than stopping.
+      source=dict(
+          kind='',  # 'folder' (path) | 'tfds' (tfds_name) | 'bundled' (skimage's faces, demos)
+          path='',  # folder of HQ faces: PNG/JPEG/..., nested folders, any size (centre-cropped)
+          split='train',  # TFDS split, or 'train' / 'test' of the bundled faces
+          tfds_name='',  # e.g. 'celeb_a_hq/512'; prepared once in the array_record format
+          data_dir='',  # TFDS data folder ('' = TFDS's default)
+          manual_dir='',  # where a manually downloaded TFDS dataset's files are
+      ),
+      source_size=512,  # faces are read, flipped and degraded at this size (FFHQ resized to 512)
+      image_size=512,  # the stage's size (= model.image_size)
+      shuffle=True,  # a new permutation of the faces every epoch, seeded by config.seed
+      # GFPGAN's degradation with the paper's ranges (diffbfr_jax.data.degradations.DEFAULTS).
+      degradation=dict(
+          kernel_size=41,  # blur kernel side, pixels
+          blur_sigma=(0.1, 10.0),  # sigma ~ U(range), pixels (Eq. 13)
+          iso_prob=0.5,  # isotropic kernel with this probability, else anisotropic
+          rotation=(-3.141592653589793, 3.141592653589793),  # anisotropic kernel angle, radians
+          downsample_range=(0.8, 8.0),  # r ~ U(range): bilinear down-sampling factor (Eq. 13)
+          noise_range=(0.0, 20.0),  # Gaussian noise std ~ U(range), on the 0..255 scale (Eq. 13)
+          jpeg_range=(60, 100),  # integer JPEG quality ~ U{range} (Eq. 13)
+          gray_prob=0.01,  # LQ to gray with this probability (GFPGAN)
+          flip_prob=0.5,  # horizontal flip of the pair with this probability
+          color_jitter_prob=0.0,  # GFPGAN's LQ colour jitter; the paper does not mention it
+          color_jitter_shift=20.0 / 255.0,  # per-channel shift ~ U(+-shift) when jittering
+      ),
+  ))
 
 
 def model(**architecture) -> ml_collections.ConfigDict:

@@ -75,6 +75,11 @@ def check_stage_config(config) -> None:
   if config.data.image_size != config.model.image_size:
     _fail('data.image_size', config.data.image_size,
           f'differs from model.image_size={config.model.image_size}.')
+  data = config.data
+  if config.stage != 'tem' and data.source_size <= data.degradation.kernel_size // 2:
+    _fail('data.source_size', data.source_size,
+          f'the {data.degradation.kernel_size}-pixel blur kernel needs faces larger than '
+          f'{data.degradation.kernel_size // 2} pixels (reflect padding).')
   sampling = config.sampling
   if sampling.variance not in samplers.VARIANCES:
     _fail('sampling.variance', sampling.variance, f'expected one of {samplers.VARIANCES}.')

@@ -1,8 +1,9 @@
 r"""Entry point: `python -m diffbfr_jax.main --config=configs/<stage>.py[:preset] --workdir=DIR`.
 
 The config's `job` field picks what runs:
-  summary  print the network's parameter overview and total count (allocates nothing).
-  train    train the stage (see the README for what this version provides).
+  summary        print the network's parameter overview and total count (allocates nothing).
+  train          train the stage (see the README for what this version provides).
+  make_test_set  write a reproducible LQ/GT test set (configs/test_set.py).
 """
 
 import logging
@@ -25,6 +26,10 @@ config_flags.DEFINE_config_file(
 
 def run(config, workdir) -> None:
   """Runs `config.job`; separate from `main` so tests can call it without flags."""
+  if config.get('job') == 'make_test_set':
+    from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top (TensorFlow)
+    testset.run(config)
+    return
   config_checks.check_stage_config(config)  # again: command-line overrides come after get_config
   if config.job == 'summary':
     print(summary.summarize(config))
@@ -43,7 +48,7 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     run(FLAGS.config, FLAGS.workdir)
-  except config_checks.ConfigError as e:
+  except (config_checks.ConfigError, FileNotFoundError, FileExistsError) as e:
     sys.exit(f'error: {e}')
 
 

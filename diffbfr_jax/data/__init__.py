@@ -1,0 +1,1 @@
+"""Data: sources, the degradation model (TensorFlow ops) and the tf.data pipeline."""

@@ -1,0 +1,211 @@
+"""Where HQ faces come from: a folder of images, a TFDS dataset, or the faces bundled with
+scikit-image. Every source hands out RGB uint8 images of one square size by index.
+
+Decodable odd files (gray, RGBA, palette, 16-bit) become RGB uint8 the way OpenCV's
+`imread(IMREAD_COLOR)` reads them for the PyTorch peers (alpha dropped, 16 bits shifted to 8);
+undecodable ones raise `DecodeError` naming the file, and the pipeline skips them.
+"""
+
+import io
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from diffbfr_jax.config_checks import ConfigError
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+
+
+class DecodeError(ValueError):
+  """An image that cannot be decoded; the message names it."""
+
+
+def decode_rgb(data: bytes, name: str) -> np.ndarray:
+  """Bytes of an image file -> RGB uint8 [H, W, 3]; `DecodeError` naming `name` if impossible."""
+  if not data:
+    raise DecodeError(f'{name}: empty file')
+  try:
+    with Image.open(io.BytesIO(data)) as img:
+      img.load()  # decode fully now, so a truncated file fails here
+      if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        # 16-bit gray: keep the high byte, as OpenCV's 8-bit read does.
+        arr = (np.asarray(img, np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+      rgb = np.asarray(img.convert('RGB'), np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise DecodeError(f'{name}: cannot decode ({type(e).__name__}: {e})') from None
+  if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+    raise DecodeError(f'{name}: decoded to shape {rgb.shape}')
+  return rgb
+
+
+def center_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+  """The largest centred square, resized to size x size (bicubic, antialiased when shrinking)."""
+  h, w = rgb.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  square = rgb[top:top + side, left:left + side]
+  if side == size:
+    return np.ascontiguousarray(square)
+  return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC))
+
+
+class ImageSource:
+  """Indexable HQ faces at `size` x `size`. Subclasses define `__len__`, `name` and `_read`."""
+  size: int
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def name(self, index: int) -> str:
+    raise NotImplementedError
+
+  def _read(self, index: int) -> np.ndarray:
+    raise NotImplementedError
+
+  def load(self, index: int) -> np.ndarray:
+    """RGB uint8 [size, size, 3]; raises `DecodeError` for an undecodable item."""
+    return center_crop_resize(self._read(index), self.size)
+
+
+def list_images(folder) -> list[str]:
+  """Image files under `folder`, nested folders included, as sorted relative paths."""
+  root = pathlib.Path(folder)
+  if not root.is_dir():
+    raise FileNotFoundError(f'image folder {str(root)!r} does not exist or is not a folder')
+  found = []
+  for dirpath, _, filenames in os.walk(root, followlinks=True):
+    for filename in filenames:
+      if filename.lower().endswith(IMAGE_SUFFIXES) and not filename.startswith('.'):
+        found.append(str((pathlib.Path(dirpath) / filename).relative_to(root)))
+  if not found:
+    raise FileNotFoundError(f'image folder {str(root)!r} holds no image files '
+                     f'({", ".join(IMAGE_SUFFIXES)}), nested folders included')
+  return sorted(found)
+
+
+class FolderSource(ImageSource):
+  """Every image under a folder (PNG, JPEG, ...; nested folders; any size)."""
+
+  def __init__(self, folder, size: int):
+    self.root = pathlib.Path(folder)
+    self.files = list_images(folder)
+    self.size = size
+
+  def __len__(self):
+    return len(self.files)
+
+  def name(self, index):
+    return self.files[index]
+
+  def _read(self, index):
+    path = self.root / self.files[index]
+    try:
+      data = path.read_bytes()
+    except OSError as e:
+      raise DecodeError(f'{path}: cannot read ({e})') from None
+    return decode_rgb(data, str(path))
+
+
+class ArraySource(ImageSource):
+  """Images already in memory (uint8 [N, H, W, 3] or a list of such arrays)."""
+
+  def __init__(self, images: Sequence[np.ndarray], names: Sequence[str], size: int):
+    if len(images) != len(names) or not len(images):
+      raise ValueError(f'ArraySource needs as many names as images, and at least one; got '
+                       f'{len(images)} images and {len(names)} names')
+    self.images, self.names, self.size = images, list(names), size
+
+  def __len__(self):
+    return len(self.images)
+
+  def name(self, index):
+    return self.names[index]
+
+  def _read(self, index):
+    return np.asarray(self.images[index], np.uint8)
+
+
+# The bundled faces: skimage's LFW subset (the first 100 of its 200 images are 25x25 gray faces)
+# and the astronaut portrait. A fixed split: LFW faces 0-79 train; 80-99 and the astronaut test.
+BUNDLED_TRAIN = range(0, 80)
+BUNDLED_TEST = range(80, 100)
+
+
+def bundled_faces(split: str, size: int) -> ArraySource:
+  """The faces that ship with scikit-image, for demos and tests (no download)."""
+  from skimage import data  # pylint: disable=g-import-not-at-top
+
+  faces = (np.asarray(data.lfw_subset()[:100]) * 255).round().astype(np.uint8)
+  rgb = np.repeat(faces[..., None], 3, axis=-1)
+  if split == 'train':
+    return ArraySource([rgb[i] for i in BUNDLED_TRAIN], [f'lfw_{i:03d}' for i in BUNDLED_TRAIN],
+                       size)
+  if split == 'test':
+    images = [rgb[i] for i in BUNDLED_TEST] + [data.astronaut()]
+    return ArraySource(images, [f'lfw_{i:03d}' for i in BUNDLED_TEST] + ['astronaut'], size)
+  raise ValueError(f"bundled faces: split={split!r}; expected 'train' or 'test'")
+
+
+class TFDSSource(ImageSource):
+  """A TFDS dataset with random access (prepared in the array_record format).
+
+  For datasets that need a manual download (e.g. `celeb_a_hq`), `manual_dir` is where the
+  downloaded files are; the first use prepares the dataset under `data_dir`.
+  """
+
+  def __init__(self, name: str, split: str, size: int, *, data_dir: str = '',
+               manual_dir: str = '', image_key: str = 'image'):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    prepare = {}
+    if manual_dir:
+      prepare['download_config'] = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    try:
+      self.records = tfds.data_source(
+          name, split=split, data_dir=data_dir or None,
+          builder_kwargs={'file_format': 'array_record'}, download_and_prepare_kwargs=prepare)
+    except Exception as e:  # TFDS raises many kinds; all mean the same to a user
+      raise FileNotFoundError(f'TFDS dataset {name!r} (split {split!r}, data_dir {data_dir!r}, '
+                              f'manual_dir {manual_dir!r}) cannot be opened: {e}') from e
+    if not len(self.records):
+      raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')
+    self.dataset_name, self.image_key, self.size = name, image_key, size
+
+  def __len__(self):
+    return len(self.records)
+
+  def name(self, index):
+    return f'{self.dataset_name}[{index}]'
+
+  def _read(self, index):
+    image = np.asarray(self.records[index][self.image_key])
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    return image[..., :3].astype(np.uint8)
+
+
+def make_source(kind: str, size: int, *, path: str = '', split: str = 'train',
+                tfds_name: str = '', data_dir: str = '', manual_dir: str = '') -> ImageSource:
+  """`make_source(size=..., **config.data.source)`."""
+  if kind == 'folder':
+    if not path:
+      raise ValueError("config.data.source.path is empty: give the folder of HQ faces "
+                       "(kind='folder')")
+    return FolderSource(path, size)
+  if kind == 'tfds':
+    if not tfds_name:
+      raise ConfigError("config.data.source.tfds_name is empty (kind='tfds'), e.g. "
+                        "'celeb_a_hq/512'")
+    return TFDSSource(tfds_name, split, size, data_dir=data_dir, manual_dir=manual_dir)
+  if kind == 'bundled':
+    return bundled_faces(split, size)
+  raise ConfigError(
+      f"config.data.source.kind={kind!r}; expected 'folder' (with --config.data.source.path), "
+      "'tfds' (with --config.data.source.tfds_name) or 'bundled' (scikit-image's faces, as the "
+      ":demo presets use)")

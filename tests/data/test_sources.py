@@ -1,0 +1,97 @@
+"""Image sources: odd files decode the way OpenCV reads them, bad ones fail by name."""
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from diffbfr_jax.data import sources
+
+BAD = ['a/b/text.jpeg', 'a/truncated.png', 'corrupt.png', 'empty.jpg']
+
+
+def test_folder_listing_is_nested_sorted_and_ignores_other_files(face_folder):
+  assert sources.list_images(face_folder) == sorted(
+      ['a/b/deep.png', 'a/b/palette.png', 'a/gray.png', 'a/rgba.png', 'photo.jpg', 'rgb.png'] + BAD)
+
+
+def test_missing_and_empty_folders_name_the_path(tmp_path):
+  with pytest.raises(FileNotFoundError, match='nowhere'):
+    sources.list_images(tmp_path / 'nowhere')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='empty.*holds no image files'):
+    sources.list_images(tmp_path / 'empty')
+
+
+def test_odd_files_become_rgb_uint8(face_folder):
+  rgb = np.asarray(Image.open(face_folder / 'rgb.png'))
+  decode = lambda name: sources.decode_rgb((face_folder / name).read_bytes(), name)
+  np.testing.assert_array_equal(decode('rgb.png'), rgb)
+  np.testing.assert_array_equal(decode('a/gray.png'), np.repeat(rgb[..., :1], 3, -1))
+  np.testing.assert_array_equal(decode('a/rgba.png'), rgb)  # alpha dropped, as OpenCV does
+  assert decode('a/b/palette.png').shape == (40, 30, 3)
+  # 16-bit gray: value * 257 stored; OpenCV's 8-bit read keeps the high byte = value.
+  np.testing.assert_array_equal(decode('a/b/deep.png'), np.repeat(rgb[..., :1], 3, -1))
+  jpg = decode('photo.jpg')
+  assert jpg.dtype == np.uint8 and np.abs(jpg.astype(int) - rgb).mean() < 12
+
+
+@pytest.mark.parametrize('name', BAD)
+def test_undecodable_files_raise_decode_error_naming_them(face_folder, name):
+  with pytest.raises(sources.DecodeError, match=name.split('/')[-1]):
+    sources.FolderSource(face_folder, 16).load(sources.list_images(face_folder).index(name))
+
+
+def test_center_crop_and_resize():
+  wide = np.zeros((20, 40, 3), np.uint8)
+  wide[:, 10:30] = 255  # the centred 20x20 square is all white
+  out = sources.center_crop_resize(wide, 8)
+  assert out.shape == (8, 8, 3) and out.min() == 255
+  same = sources.center_crop_resize(wide[:, 10:30], 20)
+  np.testing.assert_array_equal(same, wide[:, 10:30])
+
+
+def test_bundled_faces_have_a_fixed_disjoint_split():
+  train, test = sources.bundled_faces('train', 32), sources.bundled_faces('test', 32)
+  assert (len(train), len(test)) == (80, 21)
+  assert not set(train.names) & set(test.names)
+  assert 'astronaut' in test.names
+  face = train.load(0)
+  assert face.shape == (32, 32, 3) and face.dtype == np.uint8
+  np.testing.assert_array_equal(face[..., 0], face[..., 2])  # gray faces on 3 channels
+  assert test.load(len(test) - 1).std(axis=-1).mean() > 1  # the astronaut is in colour
+
+
+def test_make_source_explains_a_missing_choice(face_folder):
+  with pytest.raises(ValueError, match=r"kind=''; expected 'folder' \(with --config.data"):
+    sources.make_source('', 32)
+  with pytest.raises(ValueError, match='source.path is empty'):
+    sources.make_source('folder', 32)
+  assert len(sources.make_source('folder', 32, path=str(face_folder))) == 10
+
+
+class TinyFaces(tfds.core.GeneratorBasedBuilder):
+  """A TFDS builder made here, so the TFDS source is tested without a download."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'image': tfds.features.Image(shape=(None, None, 3))}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(5):
+      yield i, {'image': np.full((20, 24, 3), 40 * i, np.uint8)}
+
+
+def test_tfds_source_prepares_and_reads_a_dataset_by_name(tmp_path):
+  source = sources.make_source('tfds', 16, tfds_name='tiny_faces', data_dir=str(tmp_path))
+  assert len(source) == 5 and source.name(2) == 'tiny_faces[2]'
+  faces = [source.load(i) for i in range(5)]
+  assert all(f.shape == (16, 16, 3) and f.dtype == np.uint8 for f in faces)
+  assert sorted(int(f.mean()) for f in faces) == [0, 40, 80, 120, 160]  # TFDS's own order
+  with pytest.raises(FileNotFoundError, match="'no_such_dataset'"):
+    sources.make_source('tfds', 16, tfds_name='no_such_dataset', data_dir=str(tmp_path))

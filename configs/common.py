@@ -22,7 +22,31 @@ def base(stage: str) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.diffusion = ml_collections.ConfigDict()
   config.sampling = ml_collections.ConfigDict()
-  config.train = ml_collections.ConfigDict()
+  config.train = ml_collections.ConfigDict(dict(
+      optimizer='adam',  # 'adam' | 'adamw' (the stage configs set the paper's)
+      learning_rate=1e-4,  # peak rate, reached after warmup_steps
+      warmup_steps=0,  # linear warm-up from 0
+      weight_decay=0.0,  # AdamW's decoupled weight decay
+      grad_clip=1.0,  # clip gradients to this global norm; 0 turns clipping off
+      batch_size=4,  # global batch: split over processes, then devices
+      microbatches=1,  # accumulate gradients over this many slices of each device's batch
+      num_steps=1000,  # optimizer steps of the whole run
+      ema_decay=0.9999,  # EMA of the parameters (used for sampling)
+      log_every=100,  # write train/* scalars every this many steps
+      checkpoint_every=5000,  # save every this many steps (and at the end)
+      keep_checkpoints=3,  # keep the last this many checkpoints
+      preview_every=0,  # write an image grid (LQ | sample | GT) every this many steps; 0 = never
+      preview_respacing='ddim25',  # the preview chain's grid (short, for speed)
+      preview_count=4,  # faces in the preview grid
+  ))
+  # diffbfr_jax.parallel.initialize(**config.distributed): multi-host set-up.
+  config.distributed = ml_collections.ConfigDict(dict(
+      initialize='auto',  # 'auto': start jax.distributed on TPU pods, SLURM jobs of several
+                          # tasks or with a coordinator_address; 'never': one process
+      coordinator_address='',  # 'host:port' of process 0 (GPU clusters without SLURM)
+      num_processes=0,  # with coordinator_address; 0 = let JAX find out
+      process_id=-1,  # with coordinator_address; -1 = let JAX find out
+  ))
   config.data = data()
   return config
 

@@ -61,7 +61,8 @@ def get_config(arg=None):
                         norm_groups=8)
     config.data.update(image_size=16, source_size=16)
     config.data.source.kind = 'bundled'
-    config.train.update(batch_size=2, num_steps=4, warmup_steps=0)
+    config.train.update(batch_size=2, num_steps=4, warmup_steps=0, log_every=2,
+                        checkpoint_every=2)
   elif preset == 'demo':
     config.model.update(image_size=32, channel_mult=(1, 2, 2, 2), num_res_blocks=(1, 1, 1, 1),
                         attention_resolutions=(8,), num_head_channels=32)

@@ -34,9 +34,8 @@ def run(config, workdir) -> None:
   if config.job == 'summary':
     print(summary.summarize(config))
   elif config.job == 'train':
-    raise config_checks.ConfigError(
-        "config.job='train': training is not part of this version of diffbfr_jax; "
-        'available: --config.job=summary.')
+    from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
+    train.train_and_evaluate(config, workdir)
 
 
 def main(argv):
@@ -48,7 +47,8 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     run(FLAGS.config, FLAGS.workdir)
-  except (config_checks.ConfigError, FileNotFoundError, FileExistsError) as e:
+  except (config_checks.ConfigError, FileNotFoundError, FileExistsError,
+          FloatingPointError) as e:
     sys.exit(f'error: {e}')
 
 

@@ -8,7 +8,8 @@ import pytest
 
 @pytest.mark.parametrize('module', [
     'diffbfr_jax.main', 'diffbfr_jax.models', 'diffbfr_jax.summary', 'diffbfr_jax.diffusion.samplers',
-    'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead', 'configs.irm1',
+    'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead',
+    'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.train', 'configs.irm1',
     'configs.irm2', 'configs.tem',
 ])
 def test_module_does_not_import_tensorflow(module):

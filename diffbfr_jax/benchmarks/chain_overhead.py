@@ -20,10 +20,15 @@ from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'A stage config, e.g. configs/tem.py:demo.')
-flags.DEFINE_integer('steps', 100, 'Reverse steps in the timed chain.')
-flags.DEFINE_integer('batch', 4, 'Images per batch.')
-flags.DEFINE_integer('repeats', 5, 'Timed runs of each; the median is reported.')
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing `measure` defines no flags.
+  config_flags.DEFINE_config_file('config', None, 'A stage config, e.g. configs/tem.py:demo.')
+  flags.DEFINE_integer('steps', 100, 'Reverse steps in the timed chain.')
+  flags.DEFINE_integer('batch', 4, 'Images per batch.')
+  flags.DEFINE_integer('repeats', 5, 'Timed runs of each; the median is reported.')
+  flags.mark_flag_as_required('config')
 
 def _median_seconds(fn, repeats):
   jax.block_until_ready(fn())  # compile
@@ -76,5 +81,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('config')
+  _define_flags()
   app.run(main)

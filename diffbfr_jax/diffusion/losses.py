@@ -22,23 +22,45 @@ def eps_error(pred, target, kind: str):
   raise ValueError(f"loss kind={kind!r}; expected 'l1' or 'l2'.")
 
 
-def sample_noise_level(schedule: Schedule, key, batch: int, *, per_example_t: bool = False):
+def example_keys(key, batch: int, example_ids=None):
+  """One key per example: `fold_in(key, id)`. With the data pipeline's global example ids the
+  draws of an example do not depend on how the batch is split over devices or microbatches."""
+  ids = jnp.arange(batch) if example_ids is None else jnp.asarray(example_ids)
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
+
+
+def _per_example(fn, keys, stream: int):
+  return jax.vmap(lambda k: fn(jax.random.fold_in(k, stream)))(keys)
+
+
+def sample_noise_level(schedule: Schedule, key, batch: int, *, per_example_t: bool = False,
+                       example_ids=None):
   """SR3's training noise level: t ~ U{1..T} (one per batch unless `per_example_t`), then per
   example g ~ U(sqrt(gamma_{t-1}), sqrt(gamma_t)). Returns g [B] and the grid index t - 1."""
-  k_t, k_g = jax.random.split(key)
-  index = jax.random.randint(k_t, (batch,) if per_example_t else (), 0, schedule.num_steps)
-  index = jnp.broadcast_to(index, (batch,))
+  k_batch, k_examples = jax.random.split(key)
+  keys = example_keys(k_examples, batch, example_ids)
+  draw_t = lambda k: jax.random.randint(k, (), 0, schedule.num_steps)
+  if per_example_t:
+    index = _per_example(draw_t, keys, 0)
+  else:
+    index = jnp.broadcast_to(draw_t(k_batch), (batch,))
   high = at(np.sqrt(schedule.gammas_prev), index)  # sqrt(gamma_{t-1}) >= sqrt(gamma_t)
   low = at(np.sqrt(schedule.gammas), index)
-  return low + (high - low) * jax.random.uniform(k_g, (batch,)), index
+  u = _per_example(lambda k: jax.random.uniform(k, ()), keys, 1)
+  return low + (high - low) * u, index
 
 
 def noise_level_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: str = 'l1',
-                     per_example_t: bool = False):
-  """SR3 / IRM loss: `model_fn(x_t, g, cond)` predicts the noise of x_t = g x0 + sqrt(1-g^2) eps."""
+                     per_example_t: bool = False, example_ids=None):
+  """SR3 / IRM loss: `model_fn(x_t, g, cond)` predicts the noise of x_t = g x0 + sqrt(1-g^2) eps.
+
+  `example_ids` ([B], optional) key each example's draws (see `example_keys`); the batch-wide
+  step comes from `key` alone."""
   k_level, k_noise = jax.random.split(key)
-  level, index = sample_noise_level(schedule, k_level, x0.shape[0], per_example_t=per_example_t)
-  noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+  level, index = sample_noise_level(schedule, k_level, x0.shape[0], per_example_t=per_example_t,
+                                    example_ids=example_ids)
+  keys = example_keys(k_noise, x0.shape[0], example_ids)
+  noise = _per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), keys, 2)
   x_t = gaussian.q_sample_noise_level(x0, level, noise)
   per_example = eps_error(model_fn(x_t, level, cond), noise, kind)
   return jnp.mean(per_example), {'loss_eps': jnp.mean(per_example)}
@@ -62,16 +84,17 @@ def vb_term(schedule: Schedule, model_out, x0, x_t, index):
 
 
 def timestep_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: str = 'l1',
-                  rescale_vb: bool = True):
+                  rescale_vb: bool = True, example_ids=None):
   """ADM / TEM loss: per-example step t ~ U{1..T}; `model_fn(x_t, step, cond)` predicts the
   noise in its first C channels.
 
   A model with 2C output channels has a learned-range variance (v in the last C channels) and
   gets improved DDPM's hybrid loss: eps error + L_vb, with L_vb scaled by T / 1000 when
-  `rescale_vb` (guided-diffusion's rescale_learned_sigmas)."""
-  k_t, k_noise = jax.random.split(key)
-  index = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.num_steps)
-  noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+  `rescale_vb` (guided-diffusion's rescale_learned_sigmas). `example_ids` as in
+  `noise_level_loss`."""
+  keys = example_keys(key, x0.shape[0], example_ids)
+  index = _per_example(lambda k: jax.random.randint(k, (), 0, schedule.num_steps), keys, 0)
+  noise = _per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), keys, 2)
   x_t = gaussian.q_sample(schedule, x0, index, noise)
   out = model_fn(x_t, model_time(schedule, index, 'step'), cond)
   eps_term = eps_error(out[..., :x0.shape[-1]], noise, kind)

@@ -119,3 +119,21 @@ def test_timestep_model_receives_integer_steps():
   losses.timestep_loss(model, ADM, _x0(), jax.random.key(0))
   t = np.asarray(seen[0])
   assert t.shape == (8,) and np.all(t == np.round(t)) and t.min() >= 0 and t.max() <= 999
+
+
+@pytest.mark.parametrize('loss_fn, schedule, per_example_t', [
+    (losses.noise_level_loss, SR3, False), (losses.noise_level_loss, SR3, True),
+    (losses.timestep_loss, ADM, None)])
+def test_example_ids_make_the_loss_independent_of_how_the_batch_is_split(loss_fn, schedule,
+                                                                           per_example_t):
+  x0 = _x0(shape=(6, 4, 4, 3))
+  ids = jnp.arange(100, 106)
+  model = lambda x_t, t, cond: 0.5 * x_t
+  kwargs = {} if per_example_t is None else {'per_example_t': per_example_t}
+  key = jax.random.key(9)
+  whole, _ = loss_fn(model, schedule, x0, key, example_ids=ids, **kwargs)
+  halves = [loss_fn(model, schedule, x0[s], key, example_ids=ids[s], **kwargs)[0]
+            for s in (slice(0, 3), slice(3, 6))]
+  assert float(whole) == pytest.approx(float(np.mean(halves)), rel=1e-5)
+  other, _ = loss_fn(model, schedule, x0, key, example_ids=ids + 6, **kwargs)
+  assert float(other) != pytest.approx(float(whole), rel=1e-5)

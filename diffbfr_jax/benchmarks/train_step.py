@@ -1,0 +1,87 @@
+r"""Train-step throughput and peak memory of a stage, with synthetic batches (no data pipeline).
+
+  python -m diffbfr_jax.benchmarks.train_step --config=configs/irm1.py:demo --steps=10
+
+Prints images per second of the pmapped train step (median over --steps timed steps after a
+compile step) and the peak memory: the accelerator's `peak_bytes_in_use` where JAX reports it,
+otherwise the process's peak resident memory (CPU).
+"""
+
+import functools
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from diffbfr_jax import models
+from diffbfr_jax import parallel
+from diffbfr_jax import train
+from diffbfr_jax.diffusion import schedules
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing `measure` defines no flags.
+  config_flags.DEFINE_config_file('config', None, 'A stage config, e.g. configs/irm1.py:demo.')
+  flags.DEFINE_integer('steps', 10, 'Timed train steps.')
+  flags.mark_flag_as_required('config')
+
+
+def measure(config, *, steps: int):
+  """Returns (images per second, peak bytes, where the peak was read)."""
+  tc = config.train
+  model = models.create_model(config.model_type, **config.model)
+  schedule = schedules.make_schedule(**config.diffusion.schedule)
+  tx, lr_schedule = train.make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
+                                         warmup_steps=tc.warmup_steps,
+                                         weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
+  state = parallel.place_state(train.create_state(config, model, tx, jax.random.key(0)))
+  step_fn = parallel.pmap_train_step(functools.partial(
+      train.train_step, loss_fn=train.make_loss_fn(config, model, schedule), tx=tx,
+      ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+  devices = jax.local_device_count()
+  per_device = tc.batch_size // devices
+  size = config.model.image_size
+  rng = np.random.default_rng(0)
+  batch = {'gt': rng.uniform(-1, 1, (devices, per_device, size, size, 3)).astype(np.float32),
+           'id': np.arange(devices * per_device).reshape(devices, per_device)}
+  if config.model.in_channels > 3:
+    batch['cond'] = rng.uniform(-1, 1, batch['gt'].shape).astype(np.float32)
+  key = jax.random.key(1)
+  state, metrics = step_fn(state, batch, key)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, batch, key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    peak, where = stats['peak_bytes_in_use'], 'device peak_bytes_in_use'
+  else:
+    peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'process peak RSS'
+  return tc.batch_size / statistics.median(times), peak, where
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  rate, peak, where = measure(config, steps=FLAGS.steps)
+  print(f'device: {jax.devices()[0].device_kind} x {jax.local_device_count()}  stage: '
+        f'{config.stage}  image: {config.model.image_size}  batch: {config.train.batch_size}  '
+        f'dtype: {config.model.dtype}  remat: {config.model.remat}  microbatches: '
+        f'{config.train.microbatches}')
+  print(f'train step: {rate:.2f} images/s')
+  print(f'peak memory: {peak / 2**30:.2f} GiB ({where})')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

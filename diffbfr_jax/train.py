@@ -1,0 +1,251 @@
+"""Training of one DiffBFR stage: `train_and_evaluate(config, workdir)`.
+
+The step is a pure function `train_step(state, batch, key) -> (state, metrics)` written for one
+device; `parallel.pmap_train_step` runs it on all local devices. Randomness: the diffusion draws
+of each example come from `fold_in(fold_in(key, step), example_id)` with the data pipeline's
+global example ids, so they do not depend on how the batch is split over devices or
+microbatches; dropout also folds in the device index.
+"""
+
+import functools
+import logging
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from diffbfr_jax import checkpointing
+from diffbfr_jax import models
+from diffbfr_jax import parallel
+from diffbfr_jax.diffusion import losses
+from diffbfr_jax.diffusion import samplers
+from diffbfr_jax.diffusion import schedules
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any
+  ema_params: Any  # the parameters used for sampling
+  opt_state: Any
+
+
+def make_optimizer(*, optimizer: str, learning_rate: float, warmup_steps: int,
+                   weight_decay: float, grad_clip: float):
+  """Adam or AdamW with linear warm-up to a constant rate inside the transform; global-norm
+  clipping first when `grad_clip` > 0. Returns (transform, learning-rate schedule)."""
+  schedule = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps) \
+      if warmup_steps else optax.constant_schedule(learning_rate)
+  if optimizer == 'adam':
+    opt = optax.adam(schedule)
+  elif optimizer == 'adamw':
+    opt = optax.adamw(schedule, weight_decay=weight_decay)
+  else:
+    raise ValueError(f"config.train.optimizer={optimizer!r}; expected 'adam' or 'adamw'")
+  parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []) + [opt]
+  return optax.chain(*parts), schedule
+
+
+def make_loss_fn(config, model, schedule):
+  """`loss_fn(params, batch, key, dropout_key) -> (loss, metrics)` for the stage's network."""
+  time_input = models.TIME_INPUT[config.model_type]
+  loss = losses.noise_level_loss if time_input == 'noise_level' else losses.timestep_loss
+
+  def loss_fn(params, batch, key, dropout_key):
+    def model_fn(x_t, time_, cond):
+      return model.apply({'params': params}, x_t, time_, cond, train=True,
+                         rngs={'dropout': dropout_key})
+    return loss(model_fn, schedule, batch['gt'], key, batch.get('cond'),
+                example_ids=batch['id'], **config.diffusion.loss)
+
+  return loss_fn
+
+
+def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
+               microbatches: int, lr_schedule):
+  """One optimizer step on this device's batch `[B, ...]`, gradients averaged over devices."""
+  key = jax.random.fold_in(key, state.step)
+  dropout_key = jax.random.fold_in(key, parallel.device_index())
+  size = batch['gt'].shape[0]
+  if size % microbatches:
+    raise ValueError(f'config.train.microbatches={microbatches} does not divide the per-device '
+                     f'batch of {size}')
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (loss, aux), grads = grad_fn(state.params, batch, key, dropout_key)
+  else:
+    # Accumulate over slices of the batch: activation memory of one slice, same gradient.
+    micro = jax.tree_util.tree_map(
+        lambda x: x.reshape((microbatches, size // microbatches) + x.shape[1:]), batch)
+
+    def accumulate(carry, inputs):
+      index, mb = inputs
+      (loss, aux), grads = grad_fn(state.params, mb, key, jax.random.fold_in(dropout_key, index))
+      return jax.tree_util.tree_map(jnp.add, carry, (grads, loss, aux)), None
+
+    (_, first_aux), _ = jax.eval_shape(
+        grad_fn, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), key, dropout_key)
+    zeros = jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(lambda: (state.params, jnp.zeros(()), first_aux)))
+    (grads, loss, aux), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
+    grads, loss, aux = jax.tree_util.tree_map(lambda v: v / microbatches, (grads, loss, aux))
+  grads = jax.lax.pmean(grads, parallel.AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+  metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
+             'train/lr': lr_schedule(state.step)}
+  metrics.update({f'train/{k}': v for k, v in aux.items()})
+  metrics = jax.lax.pmean(metrics, parallel.AXIS)
+  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def create_state(config, model, tx, key) -> TrainState:
+  size = config.model.image_size
+  x = jnp.zeros((1, size, size, 3))
+  cond_channels = config.model.in_channels - 3
+  cond = jnp.zeros((1, size, size, cond_channels)) if cond_channels else None
+  params = jax.jit(model.init)(key, x, jnp.zeros((1,)), cond)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    ema_params=jax.tree_util.tree_map(jnp.copy, params),
+                    opt_state=tx.init(params))
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A non-finite loss: the run stops and saves nothing after the last good checkpoint."""
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config.stage` in `workdir`, resuming from its latest checkpoint if there is one."""
+  # TensorFlow feeds the data on the CPU only; it must never take accelerator memory.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  if not workdir:
+    raise FileNotFoundError('--workdir is required for training (checkpoints and metrics go '
+                            'there; an existing one is resumed)')
+  parallel.initialize(**config.distributed)
+  tc = config.train
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  model = models.create_model(config.model_type, **config.model)
+  schedule = schedules.make_schedule(**config.diffusion.schedule)
+  tx, lr_schedule = make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
+                                   warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
+                                   grad_clip=tc.grad_clip)
+  root_key = jax.random.key(config.seed)
+  init_key, train_key, preview_key = jax.random.split(root_key, 3)
+  ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
+  state = parallel.place_state(ckpt.restore(create_state(config, model, tx, init_key)))
+  start_step = int(state.step)
+  meta = {'stage': config.stage, 'model_type': config.model_type,
+          'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
+
+  topology = parallel.topology()
+  dataset, loader = pipeline.from_config(config, start_step=start_step, **topology)
+  batches = iter(dataset)
+  step_fn = parallel.pmap_train_step(functools.partial(
+      train_step, loss_fn=make_loss_fn(config, model, schedule), tx=tx,
+      ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+
+  if start_step == 0:
+    writer.write_hparams(_flatten(config.to_dict()))
+    parameter_overview.log_parameter_overview(state.params, msg=f'{config.stage} parameters')
+  report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer)
+  preview = _make_preview(config, model, schedule) if tc.preview_every else None
+  pending, window_start, window_steps = [], time.perf_counter(), 0
+  logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
+               start_step, tc.num_steps)
+
+  def flush(step):
+    nonlocal pending, window_start, window_steps
+    if not pending:
+      return
+    values = jax.device_get(pending)
+    for offset, m in enumerate(values):
+      if not np.isfinite(m['train/loss']):
+        bad = step - len(values) + offset + 1
+        raise NonFiniteLossError(
+            f'Non-finite loss ({m["train/loss"]}) at step {bad}. The last good checkpoint is '
+            f'step {ckpt.latest_step()} in {ckpt.directory}; nothing later was saved.')
+    summary = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+    seconds = time.perf_counter() - window_start
+    summary['train/steps_per_sec'] = window_steps / seconds
+    summary['train/images_per_sec'] = window_steps * tc.batch_size / seconds
+    summary['train/skipped_files'] = float(len(loader.skipped))
+    writer.write_scalars(step, summary)
+    pending, window_start, window_steps = [], time.perf_counter(), 0
+
+  try:
+    for step in range(start_step, tc.num_steps):
+      batch = jax.tree_util.tree_map(np.asarray, next(batches))
+      state, metrics = step_fn(state, batch, train_key)
+      pending.append(metrics)
+      window_steps += 1
+      done = step + 1
+      report(done)
+      last = done == tc.num_steps
+      if done % tc.log_every == 0 or last:
+        flush(done)
+      if done % tc.checkpoint_every == 0 or last:
+        flush(done)  # never save a state whose losses were not all finite
+        ckpt.save(done, state, meta)
+      if preview is not None and (done % tc.preview_every == 0 or last):
+        writer.write_images(done, {'preview': preview(state.ema_params, batch,
+                                                      jax.random.fold_in(preview_key, done))})
+  finally:
+    # Finish the saves already started (good states) even when the run stops on an error.
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+  return state
+
+
+def _make_preview(config, model, schedule):
+  """A jitted short chain (config.train.preview_respacing) with the EMA parameters; returns an
+  image grid [1, H, n * W, 3] in [0, 1]: LQ/condition | sample | GT rows, or samples for TEM."""
+  tc = config.train
+  time_input = models.TIME_INPUT[config.model_type]
+
+  @jax.jit
+  def run(params, cond, gt, key):
+    sample, _ = samplers.make_sampler(
+        lambda x, t, c: model.apply({'params': params}, x, t, c), schedule,
+        time_input=time_input, start_step=schedule.num_steps, from_noise=True,
+        variance=config.sampling.variance, clip_x0=True, respacing=tc.preview_respacing,
+        sampler='ddim')
+    return sample(key, gt, cond)
+
+  def preview(params, batch, key):
+    flat = {k: np.asarray(v).reshape((-1,) + v.shape[2:])[:tc.preview_count]
+            for k, v in batch.items() if k != 'id'}
+    cond = flat.get('cond')
+    out = np.asarray(run(params, cond, flat['gt'], key))
+    columns = ([cond] if cond is not None else []) + [out] + ([flat['gt']] if cond is not None else [])
+    rows = np.concatenate(columns, axis=2)  # [n, H, k * W, 3]
+    grid = np.concatenate(list(rows), axis=0)[None]
+    return np.clip((grid + 1) / 2, 0, 1)
+
+  return preview
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for k, v in tree.items():
+    name = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{name}.'))
+    else:
+      out[name] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  return out

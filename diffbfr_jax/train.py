@@ -125,13 +125,12 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config.stage` in `workdir`, resuming from its latest checkpoint if there is one."""
-  # TensorFlow feeds the data on the CPU only; it must never take accelerator memory.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  # TensorFlow (data and TensorBoard writing) is imported here only, and kept off accelerators.
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.keep_tensorflow_on_cpu()
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   if not workdir:
     raise FileNotFoundError('--workdir is required for training (checkpoints and metrics go '

@@ -16,7 +16,6 @@ from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 from diffbfr_jax.data import pipeline
 from diffbfr_jax.data import sources
@@ -55,7 +54,7 @@ def measure(stage: str, folder: str, *, batches: int, batch: int) -> float:
 
 def main(argv):
   del argv
-  tf.config.set_visible_devices([], 'GPU')
+  pipeline.keep_tensorflow_on_cpu()
   # The folder outlives the pipeline's prefetch threads: it is removed at exit.
   folder = tempfile.mkdtemp(prefix='diffbfr_data_benchmark_')
   atexit.register(shutil.rmtree, folder, ignore_errors=True)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.data import degradations
+from diffbfr_jax.data import pipeline
 from diffbfr_jax.data import sources
 
 
@@ -71,5 +72,5 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
 
 def run(config) -> dict:
   """`python -m diffbfr_jax.main --config=configs/test_set.py --config.test_set.input_dir=...`"""
-  tf.config.set_visible_devices([], 'GPU')
+  pipeline.keep_tensorflow_on_cpu()
   return write_test_set(degradation=dict(config.data.degradation), **config.test_set)

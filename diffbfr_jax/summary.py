@@ -1,7 +1,6 @@
 """The `summary` job: a stage network's parameter overview and count, with nothing allocated."""
 
 import jax
-import jax.numpy as jnp
 from clu import parameter_overview
 
 from diffbfr_jax import models
@@ -10,12 +9,8 @@ from diffbfr_jax import models
 def abstract_params(config, batch_size: int = 1):
   """The parameter tree of `config`'s network as ShapeDtypeStructs (jax.eval_shape: no memory)."""
   model = models.create_model(config.model_type, **config.model)
-  size = config.model.image_size
-  x_t = jnp.zeros((batch_size, size, size, 3), jnp.float32)
-  cond_channels = config.model.in_channels - 3
-  cond = jnp.zeros((batch_size, size, size, cond_channels), jnp.float32) if cond_channels else None
-  time = jnp.zeros((batch_size,), jnp.float32)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x_t, time, cond))
+  inputs = models.example_inputs(config.model, batch_size)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
   return variables['params']
 
 

@@ -109,11 +109,7 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
 
 
 def create_state(config, model, tx, key) -> TrainState:
-  size = config.model.image_size
-  x = jnp.zeros((1, size, size, 3))
-  cond_channels = config.model.in_channels - 3
-  cond = jnp.zeros((1, size, size, cond_channels)) if cond_channels else None
-  params = jax.jit(model.init)(key, x, jnp.zeros((1,)), cond)['params']
+  params = jax.jit(model.init)(key, *models.example_inputs(config.model))['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema_params=jax.tree_util.tree_map(jnp.copy, params),
                     opt_state=tx.init(params))

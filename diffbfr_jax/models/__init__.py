@@ -14,3 +14,15 @@ def create_model(model_type: str, **model_config):
   if model_type not in MODELS:
     raise ValueError(f'config.model_type={model_type!r}; expected one of {sorted(MODELS)}.')
   return MODELS[model_type](**model_config)
+
+
+def example_inputs(model_config, batch_size: int = 1):
+  """Zero inputs `(x_t, time, cond)` of the right shapes for `model_config` (cond is None for an
+  unconditional network): for `init`, `jax.eval_shape` and benchmarks."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  size = model_config.image_size
+  x_t = jnp.zeros((batch_size, size, size, 3), jnp.float32)
+  cond_channels = model_config.in_channels - 3
+  cond = jnp.zeros((batch_size, size, size, cond_channels), jnp.float32) if cond_channels else None
+  return x_t, jnp.zeros((batch_size,), jnp.float32), cond

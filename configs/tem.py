@@ -56,10 +56,11 @@ def get_config(arg=None):
   config.data.image_size = 512  # HQ faces at 512; TEM never sees a degraded face
 
   if preset == 'smoke':
-    config.model.update(image_size=16, model_channels=16, channel_mult=(1, 2),
-                        num_res_blocks=(1, 2), attention_resolutions=(8,), num_head_channels=16,
+    # 32x32, as the IRM-2 smoke network, so the smoke stages make a cascade.
+    config.model.update(image_size=32, model_channels=16, channel_mult=(1, 2),
+                        num_res_blocks=(1, 2), attention_resolutions=(16,), num_head_channels=16,
                         norm_groups=8)
-    config.data.update(image_size=16, source_size=16)
+    config.data.update(image_size=32, source_size=32)
     config.data.source.kind = 'bundled'
     config.train.update(batch_size=2, num_steps=4, warmup_steps=0, log_every=2,
                         checkpoint_every=2)

@@ -8,6 +8,7 @@ and the restart resumes from the last complete checkpoint.
 """
 
 import logging
+import pathlib
 
 import jax
 import numpy as np
@@ -56,3 +57,84 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot serve where it was given; the message names it and why."""
+
+
+def _manager(path):
+  return ocp.CheckpointManager(epath.Path(path), item_handlers={
+      'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+
+
+def find(path, step: int = -1):
+  """(checkpoints folder, step) for a training workdir or its `checkpoints` folder; `step` -1
+  picks the latest complete checkpoint. FileNotFoundError naming the path when there is none."""
+  root = pathlib.Path(path) if path else None
+  if root is None or not root.is_dir():
+    raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist or is not a folder (give a '
+                            "stage's training workdir or its 'checkpoints' folder)")
+  folder = root / 'checkpoints' if (root / 'checkpoints').is_dir() else root
+  manager = _manager(folder)
+  steps = manager.all_steps()
+  manager.close()
+  if not steps:
+    raise FileNotFoundError(f'{folder} holds no complete checkpoint')
+  if step < 0:
+    return folder, max(steps)
+  if step not in steps:
+    raise FileNotFoundError(f'{folder} has no checkpoint of step {step}; it has {sorted(steps)}')
+  return folder, step
+
+
+def read_meta(folder, step: int) -> dict:
+  """The `meta` item (stage, network type and config, diffusion config) of one checkpoint."""
+  manager = _manager(folder)
+  try:
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  except Exception as e:  # Orbax raises several kinds for a missing or corrupt item
+    raise CheckpointError(f'{folder}/{step}: cannot read its meta item ({e})') from e
+  finally:
+    manager.close()
+  for field in ('stage', 'model_type', 'model', 'diffusion'):
+    if field not in meta:
+      raise CheckpointError(f'{folder}/{step}: its meta item has no {field!r} field')
+  return meta
+
+
+def restore_params(folder, step: int, abstract_params, *, item: str = 'ema_params'):
+  """One parameter tree of the training state (`ema_params` or `params`) as host NumPy arrays.
+
+  Every stored array must have the name and shape `abstract_params` expects (Orbax itself would
+  silently return the stored shapes); a mismatch is a CheckpointError naming the parameter.
+  """
+  if item not in ('ema_params', 'params'):
+    raise ValueError(f"params={item!r}; expected 'ema_params' or 'params'")
+  manager = _manager(folder)
+  try:
+    stored = manager.item_metadata(step)['state']
+    if stored is None or item not in stored:
+      raise CheckpointError(f'{folder}/{step}: the state holds no {item!r}')
+    stored_shapes = {_name(p): tuple(m.shape) for p, m in
+                     jax.tree_util.tree_flatten_with_path(stored[item])[0]}
+    wanted = {_name(p): tuple(a.shape) for p, a in
+              jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    for name in sorted(wanted.keys() | stored_shapes.keys()):
+      if wanted.get(name) != stored_shapes.get(name):
+        raise CheckpointError(
+            f'{folder}/{step}: parameter {item}/{name} has shape {stored_shapes.get(name)} in the '
+            f'checkpoint but the network needs {wanted.get(name)} '
+            f'({len(stored_shapes)} stored arrays, {len(wanted)} expected)')
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = {item: jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), abstract_params)}
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=abstract, partial_restore=True))).state
+  finally:
+    manager.close()
+  return jax.tree_util.tree_map(np.asarray, restored[item])
+
+
+def _name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)

@@ -3,6 +3,7 @@
 Run at the end of every `get_config` and again by `main` after command-line overrides.
 """
 
+import pathlib
 from typing import Sequence
 
 from diffbfr_jax.diffusion import samplers
@@ -97,3 +98,11 @@ def check_stage_config(config) -> None:
   if steps == 0:
     _fail('sampling.start_step', sampling.start_step,
           f'no step of the respaced grid (respacing={sampling.respacing!r}) lies at or below it.')
+
+
+def output_folder(config, workdir, what: str):
+  """`config.output_dir`, or the --workdir when it is empty; a ConfigError when both are."""
+  if not (config.output_dir or workdir):
+    raise ConfigError(f'config.output_dir is empty and no --workdir was given: say where {what} '
+                      'go')
+  return pathlib.Path(config.output_dir or workdir)

@@ -4,6 +4,8 @@ The config's `job` field picks what runs:
   summary        print the network's parameter overview and total count (allocates nothing).
   train          train the stage (see the README for what this version provides).
   make_test_set  write a reproducible LQ/GT test set (configs/test_set.py).
+  restore        restore a folder of faces with the cascade (configs/cascade.py).
+  evaluate       PSNR, SSIM, LPIPS and NIQE of restored faces (configs/evaluate.py).
 """
 
 import logging
@@ -14,8 +16,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
 from diffbfr_jax import summary
+from diffbfr_jax.data import sources
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics of the run.')
@@ -24,18 +28,24 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 
 
-def run(config, workdir) -> None:
-  """Runs `config.job`; separate from `main` so tests can call it without flags."""
+def run(config, workdir):
+  """Runs `config.job` and returns what it returns (the trained state, the restore report);
+  separate from `main` so tests can call it without flags."""
   if config.get('job') == 'make_test_set':
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top (TensorFlow)
-    testset.run(config)
-    return
+    return testset.run(config)
+  if config.get('job') == 'restore':
+    from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
+    return restore.run(config, workdir)
+  if config.get('job') == 'evaluate':
+    from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+    return evaluate.run(config, workdir)
   config_checks.check_stage_config(config)  # again: command-line overrides come after get_config
   if config.job == 'summary':
     print(summary.summarize(config))
   elif config.job == 'train':
     from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
-    train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir)
 
 
 def main(argv):
@@ -47,8 +57,8 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     run(FLAGS.config, FLAGS.workdir)
-  except (config_checks.ConfigError, FileNotFoundError, FileExistsError,
-          FloatingPointError) as e:
+  except (config_checks.ConfigError, checkpointing.CheckpointError, sources.DecodeError,
+          FileNotFoundError, FileExistsError, FloatingPointError) as e:
     sys.exit(f'error: {e}')
 
 

@@ -1,4 +1,5 @@
-"""The one module that knows about devices: multi-host set-up and the pmapped train step.
+"""The one module that knows about devices: multi-host set-up, the pmapped train step and the
+batch-sharded sampling function.
 
 Everything else is written for one device. The train step is written per device with explicit
 `lax.pmean` over `AXIS` and wrapped here with `jax.pmap` in the current Flax-example form: the
@@ -58,11 +59,24 @@ def pmap_train_step(step_fn):
   return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None))
 
 
+def _local_sharding(*spec):
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
 def place_state(state):
   """The state placed where the pmapped step leaves it (replicated over the step's devices), so
-  the step compiles once instead of again on its second call."""
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
-  return jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  the step compiles once instead of again on its second call. Also places sampling parameters."""
+  return jax.device_put(state, _local_sharding())
+
+
+def jit_over_local_devices(fn):
+  """`fn(params, batch) -> outputs`, written for one device, jitted with the parameters
+  replicated (place them with `place_state`) and every leaf of `batch` and of the outputs split
+  on its leading axis over this process's devices. That axis must be a multiple of
+  `jax.local_device_count()`."""
+  return jax.jit(fn, in_shardings=(_local_sharding(), _local_sharding(AXIS)),
+                 out_shardings=_local_sharding(AXIS))
 
 
 def device_index():

@@ -1,7 +1,39 @@
-import numpy as np
-import pytest
+import atexit
+import os
+import shutil
+import tempfile
+
+# Many tests (and the subprocesses some start) compile the same programs: the smoke networks'
+# initialisation and train steps. JAX's persistent compilation cache compiles each once per run.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='jax-cache-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope='session')
+def smoke_runs(tmp_path_factory):
+  """{stage: workdir} of the three `:smoke` presets trained by `main` (their default 4 steps):
+  trained once per test session and shared by the training and cascade tests."""
+  from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import main  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp('smoke_runs')
+  runs = {}
+  for name, module in (('irm1', irm1), ('irm2', irm2), ('tem', tem)):
+    runs[name] = root / name
+    main.run(module.get_config('smoke'), str(runs[name]))
+  return runs

@@ -17,7 +17,6 @@ from configs import irm1
 from configs import irm2
 from configs import tem
 from diffbfr_jax import checkpointing
-from diffbfr_jax import main
 from diffbfr_jax import train
 
 
@@ -26,13 +25,13 @@ def _leaves(state):
 
 
 @pytest.mark.parametrize('get_config', [irm1.get_config, irm2.get_config, tem.get_config])
-def test_every_smoke_stage_trains_from_main(get_config, tmp_path):
-  config = get_config('smoke')
-  main.run(config, str(tmp_path))
-  assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
-  ckpt = checkpointing.Checkpointer(tmp_path)
+def test_every_smoke_stage_trains_from_main(get_config, smoke_runs):
+  config = get_config('smoke')  # what the smoke_runs fixture ran through main.run
+  workdir = smoke_runs[config.stage]
+  assert glob.glob(str(workdir / 'events.out.tfevents.*'))
+  ckpt = checkpointing.Checkpointer(workdir)
   assert ckpt.latest_step() == config.train.num_steps
-  meta = json.loads((tmp_path / 'checkpoints' / '4' / 'meta' / 'metadata').read_text())
+  meta = json.loads((workdir / 'checkpoints' / '4' / 'meta' / 'metadata').read_text())
   assert meta['stage'] == config.stage and meta['model']['image_size'] == config.model.image_size
 
 

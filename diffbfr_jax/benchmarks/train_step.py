@@ -78,7 +78,7 @@ def main(argv):
         f'{config.stage}  image: {config.model.image_size}  batch: {config.train.batch_size}  '
         f'dtype: {config.model.dtype}  remat: {config.model.remat}  microbatches: '
         f'{config.train.microbatches}')
-  print(f'train step: {rate:.2f} images/s')
+  print(f'train step: {rate:.3g} images/s ({config.train.batch_size / rate:.3g} s per step)')
   print(f'peak memory: {peak / 2**30:.2f} GiB ({where})')
 
 

@@ -31,6 +31,34 @@ def _noise_mask(index, x):
   return jnp.reshape(mask, jnp.shape(mask) + (1,) * (x.ndim - jnp.ndim(mask)))
 
 
+def _per_example(key) -> bool:
+  """Whether `key` is a batch of keys `[B]` (one per example) rather than one key."""
+  return jnp.ndim(key) == 1
+
+
+def _split(key):
+  if _per_example(key):
+    pair = jax.vmap(jax.random.split)(key)
+    return pair[:, 0], pair[:, 1]
+  return tuple(jax.random.split(key))
+
+
+def _fold_in(key, data):
+  if _per_example(key):
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, data)
+  return jax.random.fold_in(key, data)
+
+
+def _normal(key, shape):
+  """N(0, I) of `shape`; with per-example keys, example b's draw depends on `key[b]` only, so
+  it is the same whatever else is in the batch."""
+  if _per_example(key):
+    if key.shape[0] != shape[0]:
+      raise ValueError(f'{key.shape[0]} keys for a batch of {shape[0]} examples.')
+    return jax.vmap(lambda k: jax.random.normal(k, shape[1:], jnp.float32))(key)
+  return jax.random.normal(key, shape, jnp.float32)
+
+
 def p_mean_variance(schedule: Schedule, model_out, x_t, index, *, variance: str,
                     clip_x0: bool):
   """Mean and log-variance of p(x_{t-1} | x_t), and the x_0 estimate.
@@ -89,7 +117,9 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
   Args:
     model_fn: `model_fn(x_t, time, cond) -> [B, H, W, C or 2C]` (a closure over parameters).
     schedule: the grid to run on (full or respaced).
-    key: PRNG key; the start noise and each step's noise (`fold_in(key, index)`) derive from it.
+    key: a typed PRNG key, or one per example (`[B]`, so each example's result does not
+      depend on the rest of the batch); the start noise and each step's noise
+      (`fold_in(key, index)`) derive from it.
     start: [B, H, W, C] image diffused to index N - 1 with q (truncated sampling); with
       `from_noise` only its shape is used and the chain starts from N(0, I).
     num_steps: N, a Python int (0 returns `start`).
@@ -101,10 +131,13 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
     raise ValueError(f'sampler={sampler!r}; expected one of {SAMPLERS}.')
   if num_steps == 0:
     return start
-  start_key, step_key = jax.random.split(key)
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    raise TypeError('sample_chain needs typed keys (jax.random.key), got dtype '
+                    f'{key.dtype}.')
+  start_key, step_key = _split(key)
   batch = start.shape[0]
   first = num_steps - 1
-  noise = jax.random.normal(start_key, start.shape, jnp.float32)
+  noise = _normal(start_key, start.shape)
   if from_noise:
     x = noise
   else:
@@ -113,7 +146,7 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
   def body(i, x):
     index = jnp.full((batch,), first - i)
     out = model_fn(x, model_time(schedule, index, time_input), cond)
-    z = jax.random.normal(jax.random.fold_in(step_key, first - i), x.shape, x.dtype)
+    z = _normal(_fold_in(step_key, first - i), x.shape).astype(x.dtype)
     if sampler == 'ddim':
       return ddim_step(schedule, out, x, index, z, eta=eta, clip_x0=clip_x0)
     return ancestral_step(schedule, out, x, index, z, variance=variance, clip_x0=clip_x0)

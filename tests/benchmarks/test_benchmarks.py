@@ -14,3 +14,21 @@ def test_train_step_benchmark_runs_on_a_smoke_config():
 
   rate, peak, where = train_step.measure(tem.get_config('smoke'), steps=1)
   assert rate > 0 and peak > 0 and where
+
+
+def test_cascade_benchmark_runs_on_smoke_networks():
+  from configs import cascade as cascade_config  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.benchmarks import cascade  # pylint: disable=g-import-not-at-top
+
+  config = cascade_config.get_config('irm_s,smoke')  # one stage keeps the compile short
+  config.irm2.sampling.respacing = '4'
+  evaluations, per_face = cascade.measure(config, size='smoke', batch=1, repeats=1)
+  assert evaluations == {'irm2': 4} and per_face > 0
+
+
+def test_metrics_benchmark_runs_on_small_images():
+  from diffbfr_jax.benchmarks import metrics  # pylint: disable=g-import-not-at-top
+
+  rates = metrics.measure(batch=1, repeats=1, size=192)
+  assert set(rates) == {'psnr', 'ssim', 'lpips (vgg)', 'lpips (alex)', 'niqe'}
+  assert all(rate > 0 for rate in rates.values())

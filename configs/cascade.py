@@ -1,0 +1,85 @@
+r"""The restore job: DiffBFR's cascade (Algorithm 1) on a folder of degraded faces.
+
+  python -m diffbfr_jax.main --config=configs/cascade.py \
+      --config.irm1.checkpoint=runs/irm1 --config.irm2.checkpoint=runs/irm2 \
+      --config.tem.checkpoint=runs/tem --config.input_dir=LQ_FACES --workdir=runs/restored
+    -> runs/restored/<same relative name>.png for every readable image under LQ_FACES (512x512),
+       a line per batch with the ETA, and at the end the list of files that could not be read.
+
+The argument picks the cascade and, after a comma, the network size:
+  ''        TEM-w, the full DiffBFR (Table 2's last row): IRM-1 2000 steps from noise, IRM-2 from
+            N1 = 1000, TEM from N2 = 100 (3100 network evaluations per face).
+  irm_c_t   IRM-1 then IRM-2 from N1 = 1000, no TEM (Table 2 "IRM-c-t").
+  irm_c     IRM-1 then IRM-2 from noise (2000 steps), no TEM (Table 2 "IRM-c").
+  irm_s     one conditional 512 stage from noise, conditioned on the LQ face (Table 2 "IRM-s";
+            give it an IRM-2 trained with --config.data.condition=lq).
+  fast      the full cascade on respaced grids: 100 + 50 + 25 evaluations per face.
+  ...,demo  the :demo networks (faces at 32, checkpoints in runs/<stage>_demo), e.g. `:fast,demo`.
+  ...,smoke the :smoke networks (faces at 32), for tests.
+Each stage's chain is config.<stage>.sampling: the keyword arguments of
+diffusion.samplers.make_sampler, starting from the stage config's (Algorithm 1).
+"""
+
+import ml_collections
+
+from configs import common
+from configs import irm1
+from configs import irm2
+from configs import tem
+
+CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast')
+SIZES = ('', 'demo', 'smoke')
+
+
+def _stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      enabled=True,  # run this stage
+      checkpoint=checkpoint,  # the stage's training workdir (or its checkpoints/ folder)
+      step=-1,  # checkpoint step; -1 = the latest
+      params='ema_params',  # 'ema_params' (the EMA, for sampling) | 'params' (the raw weights)
+      dtype='',  # compute dtype override: '' (as trained) | 'float32' | 'bfloat16'
+      sampling=stage_config.sampling,  # diffusion.samplers.make_sampler(**sampling)
+  ))
+
+
+def get_config(arg=None):
+  parts = (arg or '').split(',')
+  cascade, size = parts[0], (parts[1] if len(parts) > 1 else '')
+  if cascade not in CASCADES or size not in SIZES or len(parts) > 2:
+    raise ValueError(f'Unknown cascade preset {arg!r}; expected CASCADE[,SIZE] with CASCADE in '
+                     f'{CASCADES} and SIZE in {SIZES}.')
+  stage_size = size or None
+  config = ml_collections.ConfigDict()
+  config.job = 'restore'
+  config.seed = 0  # with each file's relative name and the sample index, fixes its result
+  config.input_dir = ''  # folder of LQ faces: any size, PNG/JPEG/..., nested folders
+  config.output_dir = ''  # where the restored PNGs go ('' = the --workdir)
+  config.overwrite = False  # replace outputs that already exist (otherwise stop before compute)
+  config.image_size = 512  # faces are read at this size (others resized, with a note)
+  config.batch_size = 4  # faces per batch on this process, split over its devices
+  config.num_samples = 1  # restorations per face, each from its own key: NAME_sample<k>.png
+  config.save_grid = False  # also write grids/NAME.png: LQ | IRM-1 | IRM-2 | TEM side by side
+  config.save_stages = False  # also write stages/<stage>/NAME.png for every stage but the last
+  config.irm1 = _stage(irm1.get_config(stage_size), '')
+  config.irm2 = _stage(irm2.get_config(stage_size), '')
+  config.tem = _stage(tem.get_config(stage_size), '')
+  config.distributed = common.base('tem').distributed  # parallel.initialize(**distributed)
+
+  if cascade in ('irm_c_t', 'irm_c', 'irm_s'):
+    config.tem.enabled = False
+  if cascade in ('irm_c', 'irm_s'):
+    config.irm2.sampling.update(from_noise=True, start_step=2000)
+  if cascade == 'irm_s':
+    config.irm1.enabled = False
+  if cascade == 'fast':
+    config.irm1.sampling.respacing = '100'  # 2000 -> 100 steps
+    config.irm2.sampling.respacing = '100'  # N1 = 1000 of 2000 -> 50 steps of the 100 kept
+    config.tem.sampling.respacing = '250'  # N2 = 100 of 1000 -> 25 steps (DifFace's grid)
+
+  if size:
+    config.image_size = 32
+    config.batch_size = 8
+  if size == 'demo':
+    for name in ('irm1', 'irm2', 'tem'):
+      config[name].checkpoint = f'runs/{name}_demo'
+  return config

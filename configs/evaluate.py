@@ -1,0 +1,23 @@
+r"""The evaluate job: the paper's Table 1 metrics of restored faces against their ground truth.
+
+  python -m diffbfr_jax.main --config=configs/evaluate.py --workdir=runs/eval \
+      --config.restored_dir=runs/restored --config.gt_dir=TEST_SET/gt
+    -> per-pair progress with the ETA, then the means as a row of Table 1
+       (| | SSIM | PSNR | FID | NIQE | LPIPS |), runs/eval/per_image.csv and runs/eval/summary.json.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  del arg  # no presets
+  config = ml_collections.ConfigDict()
+  config.job = 'evaluate'
+  config.restored_dir = ''  # restored faces (e.g. the restore job's output folder)
+  config.gt_dir = ''  # their ground truth (e.g. the make_test_set job's gt/), same relative names
+  config.output_dir = ''  # where per_image.csv and summary.json go ('' = the --workdir)
+  config.metrics = ('psnr', 'ssim', 'lpips', 'niqe')  # any of these; FID is not in this version
+  config.y_channel = False  # PSNR/SSIM on the Y channel instead of RGB (GFPGAN papers use RGB)
+  config.lpips_net = 'vgg'  # 'vgg' (GFPGAN, VQFR) | 'alex'
+  config.batch_size = 8  # pairs per batch
+  return config

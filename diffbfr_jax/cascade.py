@@ -1,0 +1,171 @@
+"""The DiffBFR restorer (Algorithm 1) as one jitted function: IRM-1 -> IRM-2 -> TEM.
+
+Every enabled stage, in the order irm1, irm2, tem, takes as its input the previous stage's
+output (the LQ face for the first one) resized to its own size. It starts its chain from that
+input diffused to its start step (truncated sampling) or from pure noise, and a conditional
+stage (IRM-1, IRM-2) is also conditioned on that input. With all three enabled this is
+Algorithm 1: IRM-1 from noise conditioned on the LQ face at 128; IRM-2 from resize(IRM-1 output)
+diffused to N1 and conditioned on it; TEM from the IRM-2 output diffused to N2. The paper's
+ablations (Table 2) are the same function with stages switched off or started from noise: see
+configs/cascade.py.
+
+Pure: no devices here (parallel.jit_over_local_devices shards the batch) and no TensorFlow.
+"""
+
+import logging
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from diffbfr_jax import checkpointing
+from diffbfr_jax import models
+from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.diffusion import samplers
+from diffbfr_jax.diffusion import schedules
+
+STAGES = ('irm1', 'irm2', 'tem')  # the order the enabled stages run in
+
+
+class Stage(NamedTuple):
+  """One stage of the cascade: its network (as a function of parameters) and its chain."""
+  name: str  # 'irm1' | 'irm2' | 'tem'
+  apply: Callable[..., Any]  # apply(params, x_t, time, cond) -> [B, H, W, 3 or 6]
+  schedule: schedules.Schedule  # the training schedule
+  time_input: str  # 'noise_level' (SR3) | 'step' (ADM)
+  image_size: int
+  conditional: bool  # takes concat[input, x_t]
+  sampling: dict  # keyword arguments of samplers.make_sampler (config.<stage>.sampling)
+
+
+def build_stage(name: str, model_type: str, model_config, diffusion_config, sampling) -> Stage:
+  """A Stage from the fields a training run records (checkpoint meta, or a stage config)."""
+  model_config = ml_collections.ConfigDict(_tuples(dict(model_config)))
+  model = models.create_model(model_type, **model_config)
+
+  def apply(params, x_t, time, cond):
+    return model.apply({'params': params}, x_t, time, cond)
+
+  schedule = schedules.make_schedule(**dict(diffusion_config['schedule']))
+  sampling = dict(sampling)
+  out = model_config.out_channels
+  if (sampling['variance'] == 'learned_range') != (out == 6):
+    raise ConfigError(f"config.{name}.sampling.variance={sampling['variance']!r} does not fit "
+                      f'the {name} network, which has {out} output channels')
+  stage = Stage(name=name, apply=apply, schedule=schedule, time_input=models.TIME_INPUT[model_type],
+                image_size=model_config.image_size, conditional=model_config.in_channels > 3,
+                sampling=sampling)
+  num_steps(stage)  # a start step or respacing that does not fit fails here, by field
+  return stage
+
+
+def _tuples(tree):
+  """JSON gives lists where Flax module fields want hashable tuples."""
+  if isinstance(tree, dict):
+    return {k: _tuples(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return tuple(_tuples(v) for v in tree)
+  return tree
+
+
+def num_steps(stage: Stage) -> int:
+  """The network evaluations `stage`'s chain makes (= its reverse steps)."""
+  try:
+    schedule = schedules.respace(stage.schedule, stage.sampling.get('respacing', ''))
+    return schedules.start_count(schedule, stage.sampling['start_step'],
+                                 stage.sampling.get('start_grid', 'original'))
+  except ValueError as e:
+    raise ConfigError(f'config.{stage.name}.sampling: {e}') from None
+
+
+def resize(images, size: int):
+  """[B, H, W, C] in [-1, 1] -> [B, size, size, C]: bicubic, antialiased when shrinking, clipped;
+  the training pipeline's resize (TensorFlow's bicubic with antialias) on [-1, 1] images."""
+  b, h, w, c = images.shape
+  if h == size and w == size:
+    return images
+  out = jax.image.resize(images, (b, size, size, c), method='bicubic', antialias=True)
+  return jnp.clip(out, -1.0, 1.0)
+
+
+def make_cascade(stages):
+  """`restore(params, batch) -> outputs` for the enabled `stages` (Stage objects; any subset
+  of irm1, irm2, tem, run in that order).
+
+  params: {stage name: that network's parameters}.
+  batch: {'lq': [B, S, S, 3] in [-1, 1], 'key': [B] typed keys, one per (face, sample)}.
+  outputs: {stage name: its output at its size, 'output': the last stage's}. Each face's result
+  depends on its own key only, not on the rest of the batch.
+  """
+  stages = sorted(stages, key=lambda s: STAGES.index(s.name))
+  if not stages:
+    raise ConfigError('the cascade has no stage enabled (config.<stage>.enabled)')
+
+  def restore(params, batch):
+    lq, keys = batch['lq'], batch['key']
+    outputs, previous = {}, lq
+    for stage in stages:
+      stage_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys,
+                                                                   STAGES.index(stage.name))
+      stage_params = params[stage.name]
+      sample, _ = samplers.make_sampler(
+          lambda x, t, c, p=stage_params, f=stage.apply: f(p, x, t, c), stage.schedule,
+          time_input=stage.time_input, **stage.sampling)
+      start = resize(previous, stage.image_size)
+      previous = sample(stage_keys, start, start if stage.conditional else None)
+      outputs[stage.name] = previous
+    outputs['output'] = previous
+    return outputs
+
+  return restore
+
+
+def stage_from_checkpoint(name: str, stage_config):
+  """(Stage, parameters as host arrays, where they came from) for `config.<name>`.
+
+  Errors before any compute: a missing checkpoint, one of another stage, or one whose arrays do
+  not have the shapes of the network its own meta describes.
+  """
+  if not stage_config.checkpoint:
+    raise ConfigError(f'config.{name}.checkpoint is empty: give the workdir of a trained {name} '
+                      f'run (or switch the stage off with config.{name}.enabled=False)')
+  folder, step = checkpointing.find(stage_config.checkpoint, stage_config.step)
+  meta = checkpointing.read_meta(folder, step)
+  if meta['stage'] != name:
+    raise checkpointing.CheckpointError(
+        f'config.{name}.checkpoint={stage_config.checkpoint!r} holds a {meta["stage"]} '
+        f'checkpoint (step {step}), not a {name} one')
+  model_config = dict(meta['model'])
+  if stage_config.dtype:
+    model_config['dtype'] = stage_config.dtype
+  stage = build_stage(name, meta['model_type'], model_config, meta['diffusion'],
+                      stage_config.sampling)
+  model = models.create_model(meta['model_type'], **_tuples(model_config))
+  abstract = jax.eval_shape(
+      model.init, jax.random.key(0),
+      *models.example_inputs(ml_collections.ConfigDict(model_config)))['params']
+  params = checkpointing.restore_params(folder, step, abstract, item=stage_config.params)
+  logging.info('%s: %s of step %d from %s (%d reverse steps)', name, stage_config.params, step,
+               folder, num_steps(stage))
+  return stage, params, f'{folder}/{step}'
+
+
+def load(config):
+  """The enabled stages of a cascade config and their parameters, checked to fit together."""
+  stages, params = [], {}
+  for name in STAGES:
+    if config[name].enabled:
+      stage, params[name], _ = stage_from_checkpoint(name, config[name])
+      stages.append(stage)
+  check_sizes(stages, config.image_size)
+  return stages, params
+
+
+def check_sizes(stages, image_size: int) -> None:
+  if not stages:
+    raise ConfigError('the cascade has no stage enabled (config.<stage>.enabled)')
+  last = max(stages, key=lambda s: STAGES.index(s.name))
+  if last.image_size != image_size:
+    raise ConfigError(f'config.image_size={image_size} differs from the size of the last stage '
+                      f'({last.name}: {last.image_size}), which the restored faces have')

@@ -1,0 +1,129 @@
+"""The evaluate job: metrics of a folder of restored faces against their ground truth.
+
+  python -m diffbfr_jax.main --config=configs/evaluate.py --workdir=DIR \
+      --config.restored_dir=RESTORED --config.gt_dir=TEST_SET/gt
+
+Pairs files by relative name (suffix ignored), refuses sets that do not match (listing what is
+missing on each side) or pairs of different sizes, computes PSNR, SSIM and LPIPS against the
+ground truth and NIQE of the restored face, and writes DIR/per_image.csv and DIR/summary.json.
+Prints the means as a row of the paper's Table 1.
+"""
+
+import csv
+import json
+import logging
+import pathlib
+import time
+
+import numpy as np
+
+from diffbfr_jax import config_checks
+from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.data import sources
+from diffbfr_jax.metrics import lpips
+from diffbfr_jax.metrics import niqe
+from diffbfr_jax.metrics import psnr_ssim
+
+METRICS = ('psnr', 'ssim', 'lpips', 'niqe')  # FID is not in this version
+TABLE = ('ssim', 'psnr', 'fid', 'niqe', 'lpips')  # the column order of the paper's Table 1
+DIGITS = {'ssim': 4, 'psnr': 3, 'fid': 3, 'niqe': 4, 'lpips': 4}
+
+
+def pair_files(restored_dir, gt_dir) -> list:
+  """[(name, restored file, ground-truth file)] matched by relative path without suffix."""
+  restored = {str(pathlib.Path(f).with_suffix('')): f for f in sources.list_images(restored_dir)}
+  gt = {str(pathlib.Path(f).with_suffix('')): f for f in sources.list_images(gt_dir)}
+  only_restored, only_gt = sorted(restored.keys() - gt.keys()), sorted(gt.keys() - restored.keys())
+  if only_restored or only_gt:
+    def show(names):
+      return ', '.join(names[:10]) + (f' and {len(names) - 10} more' if len(names) > 10 else '')
+    raise ConfigError(
+        f'the restored set ({restored_dir}) and the ground truth ({gt_dir}) do not match: '
+        f'{len(only_gt)} faces have no restoration ({show(only_gt) or "none"}); '
+        f'{len(only_restored)} restorations have no ground truth ({show(only_restored) or "none"})')
+  return [(name, restored[name], gt[name]) for name in sorted(restored)]
+
+
+def check_config(config) -> None:
+  if not config.restored_dir or not config.gt_dir:
+    raise ConfigError('config.restored_dir and config.gt_dir must both be given')
+  unknown = sorted(set(config.metrics) - set(METRICS))
+  if unknown:
+    raise ConfigError(f'config.metrics={tuple(config.metrics)!r}: unknown {unknown}; this version '
+                      f'computes {METRICS}')
+  if config.batch_size < 1:
+    raise ConfigError(f'config.batch_size={config.batch_size!r}: must be at least 1')
+  if config.lpips_net not in lpips.NETS:
+    raise ConfigError(f'config.lpips_net={config.lpips_net!r}: expected one of {sorted(lpips.NETS)}')
+
+
+def _read(folder, name):
+  path = pathlib.Path(folder) / name
+  return sources.decode_rgb(path.read_bytes(), str(path))
+
+
+def run(config, workdir) -> dict:
+  check_config(config)
+  out_dir = config_checks.output_folder(config, workdir, 'the per-image CSV and the summary')
+  pairs = pair_files(config.restored_dir, config.gt_dir)
+  metrics = [m for m in METRICS if m in config.metrics]
+  rows, start = [], time.perf_counter()
+  for b in range(0, len(pairs), config.batch_size):
+    chunk = pairs[b:b + config.batch_size]
+    restored = [_read(config.restored_dir, r) for _, r, _ in chunk]
+    gt = [_read(config.gt_dir, g) for _, _, g in chunk]
+    for (name, r, g), x, y in zip(chunk, restored, gt):
+      if x.shape != y.shape:
+        raise ConfigError(f'{name}: the restoration {r} is {x.shape[1]}x{x.shape[0]} but the '
+                          f'ground truth {g} is {y.shape[1]}x{y.shape[0]}')
+    values = {}
+    if len({x.shape for x in restored}) == 1:
+      x, y = np.stack(restored), np.stack(gt)
+      values = _batch_metrics(metrics, x, y, config)
+    else:  # mixed sizes: one at a time
+      singles = [_batch_metrics(metrics, x[None], y[None], config) for x, y in zip(restored, gt)]
+      values = {k: np.concatenate([s[k] for s in singles]) for k in singles[0]}
+    if 'niqe' in metrics:
+      values['niqe'] = np.array([niqe.niqe(x) for x in restored])
+    for i, (name, r, g) in enumerate(chunk):
+      rows.append({'name': name, 'restored': r, 'gt': g,
+                   **{k: float(values[k][i]) for k in metrics}})
+    done = len(rows)
+    elapsed = time.perf_counter() - start
+    logging.info('evaluated %d/%d pairs, %.2f s per pair, ETA %.0f s', done, len(pairs),
+                 elapsed / done, elapsed / done * (len(pairs) - done))
+
+  means = {k: float(np.mean([row[k] for row in rows])) for k in metrics}
+  summary = {'count': len(rows), 'restored_dir': str(config.restored_dir),
+             'gt_dir': str(config.gt_dir), 'means': means,
+             'settings': {'psnr_ssim': 'Y channel (BT.601)' if config.y_channel else
+                          'RGB, 0..255, no border crop',
+                          'ssim': 'Gaussian 11x11, sigma 1.5, population covariance',
+                          'lpips': config.lpips_net, 'niqe': 'Y channel, 96x96 blocks (BasicSR)'}}
+  out_dir.mkdir(parents=True, exist_ok=True)
+  with open(out_dir / 'per_image.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=['name', 'restored', 'gt', *metrics])
+    writer.writeheader()
+    writer.writerows(rows)
+  (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
+  print(table_row(means, label=str(config.restored_dir)))
+  return summary
+
+
+def table_row(means: dict, label: str) -> str:
+  """The means as a row of the paper's Table 1 (SSIM, PSNR, FID, NIQE, LPIPS); '-' where a
+  metric was not computed."""
+  header = '| | ' + ' | '.join(m.upper() for m in TABLE) + ' |'
+  cells = [f'{means[m]:.{DIGITS[m]}f}' if m in means else '-' for m in TABLE]
+  return f'{header}\n|---|' + '---|' * len(TABLE) + f'\n| {label} | ' + ' | '.join(cells) + ' |'
+
+
+def _batch_metrics(metrics, x, y, config) -> dict:
+  values = {}
+  if 'psnr' in metrics:
+    values['psnr'] = np.asarray(psnr_ssim.psnr(x, y, y=config.y_channel))
+  if 'ssim' in metrics:
+    values['ssim'] = np.asarray(psnr_ssim.ssim(x, y, y=config.y_channel))
+  if 'lpips' in metrics:
+    values['lpips'] = np.asarray(lpips.lpips(x, y, net=config.lpips_net))
+  return values

@@ -1,0 +1,196 @@
+"""The restore job: every image of a folder through the cascade, written as PNGs.
+
+  python -m diffbfr_jax.main --config=configs/cascade.py[:preset] --workdir=DIR \
+      --config.input_dir=LQ_FACES --config.irm1.checkpoint=... (see configs/cascade.py)
+
+Reads images of any size and kind (gray, RGBA and 16-bit are converted to RGB 8-bit; other sizes
+and non-square images are resized to config.image_size with a logged note), skips undecodable
+files and lists them at the end, restores in fixed-size batches split over this process's
+devices (one compile for the whole folder), and writes OUT/<relative name>.png. A face's result
+depends only on the seed, its relative name and the sample index.
+"""
+
+import dataclasses
+import logging
+import pathlib
+import time
+import zlib
+
+import jax
+import numpy as np
+from PIL import Image
+
+from diffbfr_jax import cascade
+from diffbfr_jax import parallel
+from diffbfr_jax import config_checks
+from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.data import sources
+
+
+@dataclasses.dataclass
+class Report:
+  written: list  # paths of the restored faces (the main outputs)
+  skipped: list  # 'name: why' of every input that could not be read
+  resized: list  # names of inputs that were not image_size x image_size
+  batches: int
+  compiles: int  # traces of the cascade (1: one compile for every batch)
+  seconds_per_face: float  # after the first (compiling) batch, when there was more than one
+
+
+def output_names(files, num_samples: int) -> dict:
+  """{(input name, sample): relative output path}: the same relative name with .png; when two
+  inputs would share one (a.jpg, a.png), each keeps its suffix in the name (a_jpg.png)."""
+  stems = {}
+  for name in files:
+    stems.setdefault(str(pathlib.Path(name).with_suffix('')), []).append(name)
+  names = {}
+  for stem, group in stems.items():
+    for name in group:
+      base = stem if len(group) == 1 else f'{stem}_{pathlib.Path(name).suffix[1:]}'
+      for k in range(num_samples):
+        names[name, k] = f'{base}.png' if num_samples == 1 else f'{base}_sample{k}.png'
+  return names
+
+
+def check_config(config) -> None:
+  for field in ('batch_size', 'num_samples', 'image_size'):
+    if config[field] < 1:
+      raise ConfigError(f'config.{field}={config[field]!r}: must be at least 1')
+  if not config.input_dir:
+    raise ConfigError('config.input_dir is empty: give the folder of faces to restore')
+  for name in cascade.STAGES:
+    if config[name].params not in ('ema_params', 'params'):
+      raise ConfigError(f'config.{name}.params={config[name].params!r}: expected '
+                        "'ema_params' or 'params'")
+    if config[name].dtype not in ('', 'float32', 'bfloat16'):
+      raise ConfigError(f'config.{name}.dtype={config[name].dtype!r}: expected '
+                        "'', 'float32' or 'bfloat16'")
+
+
+def _to_png(image) -> Image.Image:
+  return Image.fromarray(np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8))
+
+
+def _save(path: pathlib.Path, image) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  _to_png(image).save(path)
+
+
+def _grid(lq, outputs, index, size):
+  """LQ | every stage's output, each shown at `size` (nearest-neighbour, so pixels stay as made)."""
+  columns = [lq[index]]
+  for name in cascade.STAGES:
+    if name in outputs:
+      image = outputs[name][index]
+      factor = size // image.shape[0]
+      columns.append(np.repeat(np.repeat(image, factor, 0), factor, 1))
+  return np.concatenate(columns, axis=1)
+
+
+@jax.jit
+def _keys(seed, name_hashes, samples):
+  def one(h, k):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), h), k)
+  return jax.vmap(one)(name_hashes, samples)
+
+
+def run(config, workdir) -> Report:
+  check_config(config)
+  out_dir = config_checks.output_folder(config, workdir, 'the restored faces')
+  parallel.initialize(**config.distributed)
+  files = sources.list_images(config.input_dir)
+  files = files[jax.process_index()::jax.process_count()]  # each host restores its share
+  names = output_names(files, config.num_samples)
+  final = [out_dir / rel for rel in names.values()]
+  existing = [p for p in final if p.exists()]
+  if existing and not config.overwrite:
+    raise FileExistsError(f'{len(existing)} outputs already exist (first: {existing[0]}); set '
+                          '--config.overwrite=True to replace them, or choose another folder')
+
+  stages, params = cascade.load(config)  # every checkpoint error comes before compute
+  for stage in stages:
+    logging.info('%s: %d network evaluations per face', stage.name, cascade.num_steps(stage))
+  cascade_fn, traces = cascade.make_cascade(stages), []
+
+  def traced(params, batch):
+    traces.append(1)  # runs once per trace, i.e. per compile
+    return cascade_fn(params, batch)
+
+  restore_fn = parallel.jit_over_local_devices(traced)
+  params = parallel.place_state(params)
+  devices = jax.local_device_count()
+  batch_size = -(-config.batch_size // devices) * devices
+  if batch_size != config.batch_size:
+    logging.info('Batch of %d rounded up to %d, a multiple of the %d local devices',
+                 config.batch_size, batch_size, devices)
+
+  size = config.image_size
+  items = [(name, k) for name in files for k in range(config.num_samples)]
+  num_batches = -(-len(items) // batch_size)
+  report = Report(written=[], skipped=[], resized=[], batches=0, compiles=0,
+                  seconds_per_face=float('nan'))
+  cache = {}
+  timed_faces, timed_seconds = 0, 0.0
+
+  def read(name):
+    if name not in cache:
+      cache.clear()
+      try:
+        rgb = sources.decode_rgb((pathlib.Path(config.input_dir) / name).read_bytes(),
+                                 str(pathlib.Path(config.input_dir) / name))
+      except (sources.DecodeError, OSError) as e:
+        logging.warning('Skipping %s', e)
+        report.skipped.append(str(e))
+        cache[name] = None
+        return None
+      if rgb.shape[:2] != (size, size):
+        logging.info('%s: %dx%d, resized to %dx%d', name, rgb.shape[1], rgb.shape[0], size, size)
+        report.resized.append(name)
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+      cache[name] = rgb.astype(np.float32) / 127.5 - 1.0
+    return cache[name]
+
+  start_time = time.perf_counter()
+  for b in range(num_batches):
+    t0 = time.perf_counter()
+    chunk = [(name, k, read(name)) for name, k in items[b * batch_size:(b + 1) * batch_size]]
+    chunk = [c for c in chunk if c[2] is not None]
+    if not chunk:
+      continue
+    lq = np.zeros((batch_size, size, size, 3), np.float32)
+    hashes = np.zeros((batch_size,), np.uint32)
+    samples = np.zeros((batch_size,), np.uint32)
+    for i, (name, k, image) in enumerate(chunk):
+      lq[i] = image
+      hashes[i] = zlib.crc32(name.encode())
+      samples[i] = k
+    outputs = jax.device_get(restore_fn(params, {'lq': lq,
+                                                 'key': _keys(config.seed, hashes, samples)}))
+    for i, (name, k, _) in enumerate(chunk):
+      rel = names[name, k]
+      _save(out_dir / rel, outputs['output'][i])
+      report.written.append(out_dir / rel)
+      if config.save_stages:
+        for stage in stages[:-1]:
+          _save(out_dir / 'stages' / stage.name / rel, outputs[stage.name][i])
+      if config.save_grid:
+        _save(out_dir / 'grids' / rel, _grid(lq, outputs, i, size))
+    report.batches += 1
+    seconds = time.perf_counter() - t0
+    if b > 0:
+      timed_faces, timed_seconds = timed_faces + len(chunk), timed_seconds + seconds
+    per_face = timed_seconds / timed_faces if timed_faces else seconds / len(chunk)
+    remaining = len(items) - (b + 1) * batch_size
+    logging.info('batch %d/%d: %d faces in %.1f s%s; ETA %.0f s', b + 1, num_batches, len(chunk),
+                 seconds, ' (with compilation)' if b == 0 else '', max(remaining, 0) * per_face)
+  report.compiles = len(traces)
+  if timed_faces:
+    report.seconds_per_face = timed_seconds / timed_faces
+  total = time.perf_counter() - start_time
+  print(f'Restored {len(report.written)} images of {len(files)} files into {out_dir} in '
+        f'{total:.1f} s ({len(report.resized)} resized to {size}x{size}).')
+  if report.skipped:
+    print(f'Skipped {len(report.skipped)} unreadable files:')
+    for line in report.skipped:
+      print(f'  {line}')
+  return report

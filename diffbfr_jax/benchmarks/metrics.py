@@ -1,4 +1,5 @@
-r"""Images per second of each metric at 512x512 (one restored/ground-truth pair = one image).
+r"""Images per second of each metric at 512x512 (one restored/ground-truth pair = one image; for
+FID, the Inception features of one image, the part that grows with the set).
 
   python -m diffbfr_jax.benchmarks.metrics --batch=8 --repeats=3
 
@@ -6,6 +7,7 @@ Uses a face from scikit-image and a noisy copy of it; prints the median of --rep
 after a warm-up (compile) run, per metric.
 """
 
+import functools
 import statistics
 import time
 
@@ -14,6 +16,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from diffbfr_jax.metrics import inception
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
 from diffbfr_jax.metrics import psnr_ssim
@@ -42,6 +45,8 @@ def measure(*, batch: int, repeats: int, size: int = 512) -> dict:
       'lpips (vgg)': lambda: lpips.lpips(restored, gt, net='vgg'),
       'lpips (alex)': lambda: lpips.lpips(restored, gt, net='alex'),
       'niqe': lambda: [niqe.niqe(x) for x in restored],
+      'fid (inception features)': functools.partial(inception.features,
+                                                    inception.load_params(), restored),
   }
   rates = {}
   for name, fn in runs.items():

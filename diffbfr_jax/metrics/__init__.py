@@ -1,1 +1,1 @@
-"""Image-quality metrics of the paper's Table 1: PSNR, SSIM, LPIPS and NIQE (FID to come)."""
+"""Image-quality metrics of the paper's Table 1: PSNR, SSIM, LPIPS, NIQE and FID."""

@@ -30,5 +30,6 @@ def test_metrics_benchmark_runs_on_small_images():
   from diffbfr_jax.benchmarks import metrics  # pylint: disable=g-import-not-at-top
 
   rates = metrics.measure(batch=1, repeats=1, size=192)
-  assert set(rates) == {'psnr', 'ssim', 'lpips (vgg)', 'lpips (alex)', 'niqe'}
+  assert set(rates) == {'psnr', 'ssim', 'lpips (vgg)', 'lpips (alex)', 'niqe',
+                        'fid (inception features)'}
   assert all(rate > 0 for rate in rates.values())

@@ -31,6 +31,7 @@ STAGES = ('irm1', 'irm2', 'tem')  # the order the enabled stages run in
 class Stage(NamedTuple):
   """One stage of the cascade: its network (as a function of parameters) and its chain."""
   name: str  # 'irm1' | 'irm2' | 'tem'
+  model: Any  # the Flax network (for initialising or checking its parameters)
   apply: Callable[..., Any]  # apply(params, x_t, time, cond) -> [B, H, W, 3 or 6]
   schedule: schedules.Schedule  # the training schedule
   time_input: str  # 'noise_level' (SR3) | 'step' (ADM)
@@ -53,7 +54,7 @@ def build_stage(name: str, model_type: str, model_config, diffusion_config, samp
   if (sampling['variance'] == 'learned_range') != (out == 6):
     raise ConfigError(f"config.{name}.sampling.variance={sampling['variance']!r} does not fit "
                       f'the {name} network, which has {out} output channels')
-  stage = Stage(name=name, apply=apply, schedule=schedule, time_input=models.TIME_INPUT[model_type],
+  stage = Stage(name=name, model=model, apply=apply, schedule=schedule, time_input=models.TIME_INPUT[model_type],
                 image_size=model_config.image_size, conditional=model_config.in_channels > 3,
                 sampling=sampling)
   num_steps(stage)  # a start step or respacing that does not fit fails here, by field
@@ -122,7 +123,7 @@ def make_cascade(stages):
 
 
 def stage_from_checkpoint(name: str, stage_config):
-  """(Stage, parameters as host arrays, where they came from) for `config.<name>`.
+  """(Stage, parameters as host arrays) for `config.<name>`.
 
   Errors before any compute: a missing checkpoint, one of another stage, or one whose arrays do
   not have the shapes of the network its own meta describes.
@@ -141,14 +142,12 @@ def stage_from_checkpoint(name: str, stage_config):
     model_config['dtype'] = stage_config.dtype
   stage = build_stage(name, meta['model_type'], model_config, meta['diffusion'],
                       stage_config.sampling)
-  model = models.create_model(meta['model_type'], **_tuples(model_config))
-  abstract = jax.eval_shape(
-      model.init, jax.random.key(0),
-      *models.example_inputs(ml_collections.ConfigDict(model_config)))['params']
+  abstract = jax.eval_shape(stage.model.init, jax.random.key(0),
+                            *models.example_inputs(stage.model))['params']
   params = checkpointing.restore_params(folder, step, abstract, item=stage_config.params)
   logging.info('%s: %s of step %d from %s (%d reverse steps)', name, stage_config.params, step,
                folder, num_steps(stage))
-  return stage, params, f'{folder}/{step}'
+  return stage, params
 
 
 def load(config):
@@ -156,7 +155,7 @@ def load(config):
   stages, params = [], {}
   for name in STAGES:
     if config[name].enabled:
-      stage, params[name], _ = stage_from_checkpoint(name, config[name])
+      stage, params[name] = stage_from_checkpoint(name, config[name])
       stages.append(stage)
   check_sizes(stages, config.image_size)
   return stages, params

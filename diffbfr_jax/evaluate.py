@@ -78,7 +78,6 @@ def run(config, workdir) -> dict:
       if x.shape != y.shape:
         raise ConfigError(f'{name}: the restoration {r} is {x.shape[1]}x{x.shape[0]} but the '
                           f'ground truth {g} is {y.shape[1]}x{y.shape[0]}')
-    values = {}
     if len({x.shape for x in restored}) == 1:
       x, y = np.stack(restored), np.stack(gt)
       values = _batch_metrics(metrics, x, y, config)

@@ -52,9 +52,8 @@ def measure(config, *, size: str, batch: int, repeats: int):
       sc.model.dtype = config[name].dtype
     stage = cascade.build_stage(name, sc.model_type, sc.model, sc.diffusion,
                                 config[name].sampling)
-    model = models.create_model(sc.model_type, **sc.model)
-    params[name] = jax.jit(model.init)(jax.random.key(0),
-                                       *models.example_inputs(sc.model))['params']
+    params[name] = jax.jit(stage.model.init)(jax.random.key(0),
+                                             *models.example_inputs(stage.model))['params']
     stages.append(stage)
   cascade.check_sizes(stages, config.image_size)
   run = parallel.jit_over_local_devices(cascade.make_cascade(stages))

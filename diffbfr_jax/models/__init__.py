@@ -17,7 +17,8 @@ def create_model(model_type: str, **model_config):
 
 
 def example_inputs(model_config, batch_size: int = 1):
-  """Zero inputs `(x_t, time, cond)` of the right shapes for `model_config` (cond is None for an
+  """Zero inputs `(x_t, time, cond)` of the right shapes for `model_config` (a config or the
+  network itself: anything with `image_size` and `in_channels`; cond is None for an
   unconditional network): for `init`, `jax.eval_shape` and benchmarks."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 

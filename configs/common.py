@@ -16,7 +16,9 @@ PRESETS = ('', 'smoke', 'demo')
 def base(stage: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.stage = stage  # 'irm1' | 'irm2' | 'tem': which of DiffBFR's three models this trains
-  config.job = 'train'  # 'train' | 'summary' (print the parameter overview, allocate nothing)
+  # 'train' | 'summary' (print the parameter overview, allocate nothing) | 'convert' (write a
+  # checkpoint from published PyTorch weights: config.convert, README "Published weights")
+  config.job = 'train'
   config.seed = 0  # root of every random key of the run
   config.model_type = ''  # 'sr3' (IRM-1, IRM-2) | 'adm' (TEM)
   config.model = ml_collections.ConfigDict()
@@ -48,6 +50,11 @@ def base(stage: str) -> ml_collections.ConfigDict:
       process_id=-1,  # with coordinator_address; -1 = let JAX find out
   ))
   config.data = data()
+  # The convert job (diffbfr_jax.convert.job): a PyTorch checkpoint of this stage's network.
+  config.convert = ml_collections.ConfigDict(dict(
+      source='',  # the .pth file (SR3's *_gen.pth for IRM-1/IRM-2, DifFace's for TEM)
+      key='',  # the file's entry that holds the state_dict; '' = the file is one, or has one
+  ))
   return config
 
 

@@ -59,6 +59,12 @@ class Checkpointer:
     self.manager.close()
 
 
+def meta_of(config) -> dict:
+  """The `meta` item of a stage config's checkpoints: what a reader needs to rebuild the network."""
+  return {'stage': config.stage, 'model_type': config.model_type,
+          'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
+
+
 class CheckpointError(ValueError):
   """A checkpoint that cannot serve where it was given; the message names it and why."""
 

@@ -65,8 +65,8 @@ def check_model_config(model_type: str, model) -> None:
 
 def check_stage_config(config) -> None:
   """Every check a stage config must pass before anything is built."""
-  if config.job not in ('train', 'summary'):
-    _fail('job', config.job, "expected 'train' or 'summary'.")
+  if config.job not in ('train', 'summary', 'convert'):
+    _fail('job', config.job, "expected 'train', 'summary' or 'convert'.")
   check_model_config(config.model_type, config.model)
   learned_variance = config.sampling.variance == 'learned_range'
   expected_out = 6 if learned_variance else 3

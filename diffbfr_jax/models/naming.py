@@ -9,6 +9,7 @@ Shapes: conv `(O, I, kh, kw) -> (kh, kw, I, O)`; linear `(O, I) -> (I, O)`; ADM'
 convs `(O, I, 1) -> (I, O)` (our qkv and proj_out are Dense); GroupNorm and bias vectors unchanged.
 """
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -35,6 +36,37 @@ def flax_path(torch_key: str, torch_shape: Sequence[int]) -> tuple[str, ...]:
   else:
     raise ValueError(f'PyTorch key {torch_key!r}: leaf {leaf!r} is neither weight nor bias.')
   return (*joined, name)
+
+
+def torch_key(path: Sequence[str], ndim: int) -> str:
+  """The PyTorch key of the Flax parameter at `path` (the inverse of `flax_path`; `ndim` is the
+  Flax array's rank). Module names are split at `_<digits>` suffixes: no module of ours ends in
+  `_<digits>` by itself."""
+  *modules, leaf = path
+  parts = []
+  for module in modules:
+    match = re.fullmatch(r'(.*?)((?:_\d+)+)', module)
+    if match:
+      parts.append(match.group(1))
+      parts.extend(match.group(2).strip('_').split('_'))
+    else:
+      parts.append(module)
+  if leaf not in ('kernel', 'scale', 'bias') or (leaf == 'scale' and ndim != 1):
+    raise ValueError(f'Flax parameter {"/".join(path)!r}: no PyTorch key maps onto it')
+  return '.'.join(parts + ['bias' if leaf == 'bias' else 'weight'])
+
+
+def torch_array(path: Sequence[str], flax_array) -> np.ndarray:
+  """A Flax parameter laid out as the PyTorch tensor it came from (the inverse of `flax_array`);
+  `path` tells ADM attention's 1-D convs (`qkv`, `proj_out`: Dense kernels here) from linears."""
+  a = np.asarray(flax_array)
+  if path[-1] != 'kernel':
+    return a
+  if a.ndim == 4:
+    return a.transpose(3, 2, 0, 1)
+  if path[-2] in ('qkv', 'proj_out'):
+    return a.T[:, :, None]
+  return a.T
 
 
 def flax_shape(torch_shape: Sequence[int]) -> tuple[int, ...]:

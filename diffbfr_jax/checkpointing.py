@@ -135,8 +135,9 @@ def restore_params(folder, step: int, abstract_params, *, item: str = 'ema_param
     here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = {item: jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), abstract_params)}
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=abstract, partial_restore=True))).state
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True))).state
   finally:
     manager.close()
   return jax.tree_util.tree_map(np.asarray, restored[item])

@@ -100,6 +100,25 @@ def check_stage_config(config) -> None:
           f'no step of the respaced grid (respacing={sampling.respacing!r}) lies at or below it.')
 
 
+DEMO_COMMAND = 'python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo'
+
+
+def check_data_source(config) -> None:
+  """Training needs faces: stop before building anything when none are configured."""
+  source = config.data.source
+  if source.kind not in ('folder', 'tfds', 'bundled'):
+    _fail('data.source.kind', source.kind,
+          "give the HQ faces to train on: 'folder' (--config.data.source.kind=folder "
+          "--config.data.source.path=FFHQ_512), 'tfds' (--config.data.source.tfds_name=...) or "
+          "'bundled' (scikit-image's small faces, which the :demo presets use; see Data in the "
+          f'README). To see DiffBFR work end to end on a CPU first: {DEMO_COMMAND}')
+  if source.kind == 'folder' and not source.path:
+    _fail('data.source.path', source.path, "kind='folder' needs the folder of HQ faces.")
+  if source.kind == 'tfds' and not source.tfds_name:
+    _fail('data.source.tfds_name', source.tfds_name, "kind='tfds' needs a dataset name, e.g. "
+          "'celeb_a_hq/512'.")
+
+
 def output_folder(config, workdir, what: str):
   """`config.output_dir`, or the --workdir when it is empty; a ConfigError when both are."""
   if not (config.output_dir or workdir):

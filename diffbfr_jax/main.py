@@ -7,6 +7,7 @@ The config's `job` field picks what runs:
   restore        restore a folder of faces with the cascade (configs/cascade.py).
   evaluate       PSNR, SSIM, LPIPS, NIQE and FID of restored faces (configs/evaluate.py).
   convert        a stage checkpoint from published PyTorch weights (config.convert).
+  demo           DiffBFR end to end on scikit-image's faces, on a CPU (configs/demo.py).
 """
 
 import logging
@@ -40,6 +41,9 @@ def run(config, workdir):
   if config.get('job') == 'restore':
     from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
     return restore.run(config, workdir)
+  if config.get('job') == 'demo':
+    from diffbfr_jax import demo  # pylint: disable=g-import-not-at-top
+    return demo.run(config, workdir)
   if config.get('job') == 'evaluate':
     from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
     return evaluate.run(config, workdir)
@@ -50,6 +54,7 @@ def run(config, workdir):
     from diffbfr_jax.convert import job  # pylint: disable=g-import-not-at-top
     return job.run(config, workdir)
   elif config.job == 'train':
+    config_checks.check_data_source(config)
     from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
     return train.train_and_evaluate(config, workdir)
 

@@ -88,7 +88,8 @@ def _grid(lq, outputs, index, size):
 
 
 @jax.jit
-def _keys(seed, name_hashes, samples):
+def face_keys(seed, name_hashes, samples):
+  """Each face's key: (seed, CRC32 of its relative name, sample index), whatever its batch."""
   def one(h, k):
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), h), k)
   return jax.vmap(one)(name_hashes, samples)
@@ -165,7 +166,7 @@ def run(config, workdir) -> Report:
       hashes[i] = zlib.crc32(name.encode())
       samples[i] = k
     outputs = jax.device_get(restore_fn(params, {'lq': lq,
-                                                 'key': _keys(config.seed, hashes, samples)}))
+                                                 'key': face_keys(config.seed, hashes, samples)}))
     for i, (name, k, _) in enumerate(chunk):
       rel = names[name, k]
       _save(out_dir / rel, outputs['output'][i])

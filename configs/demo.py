@@ -1,0 +1,36 @@
+r"""The demo job: DiffBFR end to end on the faces bundled with scikit-image, on a CPU.
+
+  python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo
+    -> trains the :demo IRM-1, IRM-2 and TEM on LFW faces 0-79 (runs/demo/<stage>), degrades
+       the held-out faces (LFW 80-99 and the astronaut) with Eq. 13 (runs/demo/test_set), runs
+       the cascade on them, writes runs/demo/grid_<row>.png (LQ | IRM-1 | IRM-2 | TEM | GT) and
+       prints PSNR, SSIM and LPIPS of the LQ input and of every stage's output.
+
+A finished stage is not trained again, so re-running with other `rows` only samples.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  del arg  # no presets
+  config = ml_collections.ConfigDict()
+  config.job = 'demo'
+  config.seed = 0  # training seed of every stage; with each face's name, the cascade's draws
+  config.test_seed = 0  # degradation seed of the held-out faces
+  # Table 2 rows to run, comma-separated: tem_w (DiffBFR), irm_c_t, irm_c, irm_s. irm_s trains
+  # one more network (the IRM-2 demo network conditioned on the LQ face) into <workdir>/irm_s.
+  config.rows = 'tem_w'
+  # 'fast': every chain on a respaced grid (IRM-1 100, IRM-2 '100', TEM '250': 100 + 50 + 25
+  # evaluations for tem_w); 'full': the paper's chains (2000 + 1000 + 100).
+  config.grids = 'fast'
+  # Optimizer steps of each stage (batch 32, the :demo presets' other settings): about 14
+  # minutes of training on a 2-core CPU in all.
+  config.steps = ml_collections.ConfigDict(dict(irm1=700, irm2=250, tem=250, irm_s=250))
+  # The weights the cascade samples with: 'params' (the raw weights) or 'ema_params'. Runs this
+  # short are too short for the presets' EMA (decay 0.995 keeps 0.995^250 = 29% of the random
+  # initial weights after 250 steps).
+  config.params = 'params'
+  config.lpips_net = 'vgg'  # 'vgg' | 'alex'
+  config.networks = 'demo'  # the stage presets: 'demo', or 'smoke' (tiny, for tests)
+  return config

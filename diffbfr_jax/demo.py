@@ -1,0 +1,194 @@
+"""The demo job (`configs/demo.py`): DiffBFR trained and evaluated end to end on a CPU.
+
+Trains the `:demo` networks of the three stages on the training split of the faces bundled with
+scikit-image, degrades the held-out split with the paper's degradation (Eq. 13), restores it
+with the cascade (one or more rows of Table 2) and reports PSNR, SSIM and LPIPS of the LQ input
+and of every stage's output against the ground truth, all at the final 32x32 size (IRM-1's 16x16
+output is resized as the cascade resizes it for IRM-2).
+"""
+
+import json
+import logging
+import pathlib
+import time
+import zlib
+
+import jax
+import numpy as np
+from PIL import Image
+
+from diffbfr_jax import cascade
+from diffbfr_jax import checkpointing
+from diffbfr_jax import restore
+from diffbfr_jax.config_checks import ConfigError
+
+ROWS = {'tem_w': 'TEM-w (DiffBFR)', 'irm_c_t': 'IRM-c-t', 'irm_c': 'IRM-c', 'irm_s': 'IRM-s'}
+FAST_GRIDS = {'irm1': '100', 'irm2': '100', 'tem': '250'}  # configs/cascade.py's :fast
+
+
+def _rows(config) -> list:
+  rows = [r.strip() for r in config.rows.split(',') if r.strip()]
+  unknown = [r for r in rows if r not in ROWS]
+  if not rows or unknown:
+    raise ConfigError(f'config.rows={config.rows!r}: expected a comma-separated list of '
+                      f'{sorted(ROWS)}')
+  if config.networks not in ('demo', 'smoke'):
+    raise ConfigError(f"config.networks={config.networks!r}: expected 'demo' or 'smoke'")
+  if config.grids not in ('fast', 'full'):
+    raise ConfigError(f"config.grids={config.grids!r}: expected 'fast' or 'full'")
+  return rows
+
+
+def stage_config(name: str, config):
+  """The `:demo` training config of a stage (`irm_s`: IRM-2's, conditioned on the LQ face)."""
+  from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top
+
+  module = {'irm1': irm1, 'irm2': irm2, 'tem': tem, 'irm_s': irm2}[name]
+  stage = module.get_config(config.networks)
+  if name == 'irm_s':
+    stage.data.condition = 'lq'
+  stage.seed = config.seed
+  stage.train.num_steps = config.steps[name]
+  stage.train.checkpoint_every = config.steps[name]
+  return stage
+
+
+def _trained_step(folder) -> int:
+  try:
+    return checkpointing.find(folder)[1]
+  except FileNotFoundError:
+    return 0
+
+
+def train_stages(names, config, root: pathlib.Path) -> None:
+  from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
+
+  for i, name in enumerate(names, 1):
+    stage, folder = stage_config(name, config), root / name
+    steps = stage.train.num_steps
+    done = _trained_step(folder)
+    if done >= steps:
+      print(f'[{i}/{len(names)}] {name}: already trained ({done} steps) in {folder}', flush=True)
+      continue
+    print(f'[{i}/{len(names)}] {name}: training {steps - done} steps of batch '
+          f'{stage.train.batch_size} at {stage.model.image_size}x{stage.model.image_size} '
+          f'(progress in the log lines) ...', flush=True)
+    start = time.perf_counter()
+    train.train_and_evaluate(stage, str(folder))
+    print(f'    {name}: done in {time.perf_counter() - start:.0f} s', flush=True)
+
+
+def held_out_faces(config, root: pathlib.Path):
+  """(names, LQ, GT) of the held-out faces as uint8 [N, 32, 32, 3], degraded once with Eq. 13."""
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
+  from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
+
+  pipeline.keep_tensorflow_on_cpu()
+  stage = stage_config('irm2', config)
+  size, folder = stage.data.image_size, root / 'test_set'
+  if not (folder / 'manifest.json').exists():
+    faces = sources.bundled_faces('test', size)
+    for index in range(len(faces)):
+      path = folder / 'hq' / f'{faces.name(index)}.png'
+      path.parent.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(faces.load(index)).save(path)
+    testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
+                           degradation=dict(stage.data.degradation))
+  manifest = json.loads((folder / 'manifest.json').read_text())
+  names = [entry['name'] for entry in manifest['images']]
+
+  def read(kind):
+    return np.stack([np.asarray(Image.open(folder / kind / f'{pathlib.Path(n).stem}.png'))
+                     for n in names])
+
+  return names, read('lq'), read('gt')
+
+
+def cascade_config(row: str, config, root: pathlib.Path):
+  from configs import cascade as cascade_configs  # pylint: disable=g-import-not-at-top
+
+  ccfg = cascade_configs.get_config(f'{row},{config.networks}')
+  for name in cascade.STAGES:
+    ccfg[name].checkpoint = str(root / name)
+    ccfg[name].params = config.params
+    if config.grids == 'fast':
+      ccfg[name].sampling.respacing = FAST_GRIDS[name]
+  if row == 'irm_s':
+    ccfg.irm2.checkpoint = str(root / 'irm_s')
+  return ccfg
+
+
+def _to_uint8(images) -> np.ndarray:
+  return np.round((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def run_row(row: str, config, root: pathlib.Path, names, lq):
+  """{stage: uint8 [N, 32, 32, 3]} of one cascade row on the LQ faces (one batch, one compile)."""
+  ccfg = cascade_config(row, config, root)
+  stages, params = cascade.load(ccfg)
+  fn = jax.jit(cascade.make_cascade(stages))
+  hashes = np.array([zlib.crc32(n.encode()) for n in names], np.uint32)
+  keys = restore.face_keys(config.seed, hashes, np.zeros_like(hashes))
+  outputs = fn(params, {'lq': lq.astype(np.float32) / 127.5 - 1.0, 'key': keys})
+  size = lq.shape[1]
+  return {s.name: _to_uint8(cascade.resize(outputs[s.name], size)) for s in stages}, stages
+
+
+def scores(images, gt, lpips_net: str) -> dict:
+  from diffbfr_jax.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.metrics import psnr_ssim  # pylint: disable=g-import-not-at-top
+
+  return {'psnr': float(np.mean(psnr_ssim.psnr(images, gt))),
+          'ssim': float(np.mean(psnr_ssim.ssim(images, gt))),
+          'lpips': float(np.mean(lpips.lpips(images, gt, net=lpips_net)))}
+
+
+def write_grid(path, lq, outputs, gt, scale: int = 4) -> None:
+  """One face per line: LQ | IRM-1 | IRM-2 | TEM (the stages that ran) | GT, enlarged `scale`x
+  by pixel repetition (IRM-1's column is its output resized to 32 as the cascade does)."""
+  columns = [lq] + [outputs[s] for s in cascade.STAGES if s in outputs] + [gt]
+  grid = np.concatenate([np.concatenate(list(c), axis=0) for c in columns], axis=1)
+  Image.fromarray(np.repeat(np.repeat(grid, scale, 0), scale, 1)).save(path)
+
+
+def table(results: dict) -> str:
+  lines = ['| held-out faces (32x32) | PSNR (dB) | SSIM | LPIPS |', '|---|---|---|---|']
+  for label, m in results.items():
+    lines.append(f'| {label} | {m["psnr"]:.2f} | {m["ssim"]:.4f} | {m["lpips"]:.4f} |')
+  return '\n'.join(lines)
+
+
+def run(config, workdir) -> dict:
+  if not workdir:
+    raise ConfigError('--workdir is required: the demo trains and writes into it')
+  rows = _rows(config)
+  root = pathlib.Path(workdir)
+  names_needed = ['irm1', 'irm2', 'tem'] + (['irm_s'] if 'irm_s' in rows else [])
+  start = time.perf_counter()
+  train_stages(names_needed, config, root)
+  names, lq, gt = held_out_faces(config, root)
+  print(f'Held-out faces: {len(names)} (LFW 80-99 and the astronaut), degraded with Eq. 13 '
+        f'(seed {config.test_seed}) in {root / "test_set"}', flush=True)
+  results = {'LQ input': scores(lq, gt, config.lpips_net)}
+  for row in rows:
+    t0 = time.perf_counter()
+    outputs, stages = run_row(row, config, root, names, lq)
+    steps = ' + '.join(str(cascade.num_steps(s)) for s in stages)
+    print(f'{ROWS[row]}: {steps} network evaluations per face, {len(names)} faces in '
+          f'{time.perf_counter() - t0:.0f} s (with compilation)', flush=True)
+    for stage in stages:
+      last = ' = output' if stage is stages[-1] else ''
+      results[f'{ROWS[row]}: {stage.name}{last}'] = scores(outputs[stage.name], gt,
+                                                           config.lpips_net)
+    grid = root / f'grid_{row}.png'
+    write_grid(grid, lq, outputs, gt)
+    print(f'    grid: {grid}', flush=True)
+  report = table(results)
+  print(report)
+  print(f'Total {time.perf_counter() - start:.0f} s. LPIPS-{config.lpips_net}; lower is better.')
+  (root / 'results.json').write_text(json.dumps(
+      {'rows': rows, 'grids': config.grids, 'seed': config.seed, 'test_seed': config.test_seed,
+       'steps': config.steps.to_dict(), 'results': results}, indent=1))
+  logging.info('Wrote %s', root / 'results.json')
+  return results

@@ -49,7 +49,7 @@ def read(path, *, key: str = '', use_torch=None) -> 'collections.OrderedDict[str
     obj = torch_zip.load(path)
   if key:
     if not isinstance(obj, Mapping) or key not in obj:
-      top = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
+      top = sorted(map(str, obj))[:_LISTED] if isinstance(obj, Mapping) else type(obj).__name__
       raise ConversionError(f'{path}: has no entry {key!r} (its top level: {top})')
     obj = obj[key]
   elif isinstance(obj, Mapping) and not _is_state_dict(obj):

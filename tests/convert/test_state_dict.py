@@ -133,3 +133,7 @@ def test_reading_files_with_and_without_torch(tmp_path):
     assert list(state_dict.read(two, key='model', use_torch=use_torch)) == ['a.weight', 'a.bias']
     with pytest.raises(state_dict.ConversionError, match=r"has no entry 'emma'.*\['ema', 'model'\]"):
       state_dict.read(two, key='emma', use_torch=use_torch)
+    mixed = tmp_path / 'mixed.pth'
+    torch.save({1: sd, 'b': 2}, mixed)  # keys of two types: listed as text
+    with pytest.raises(state_dict.ConversionError, match=r"has no entry 'a'.*\['1', 'b'\]"):
+      state_dict.read(mixed, key='a', use_torch=use_torch)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
+from diffbfr_jax import evaluate
 from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
 
@@ -119,10 +120,6 @@ def cascade_config(row: str, config, root: pathlib.Path):
   return ccfg
 
 
-def _to_uint8(images) -> np.ndarray:
-  return np.round((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).astype(np.uint8)
-
-
 def run_row(row: str, config, root: pathlib.Path, names, lq):
   """{stage: uint8 [N, 32, 32, 3]} of one cascade row on the LQ faces (one batch, one compile)."""
   ccfg = cascade_config(row, config, root)
@@ -132,16 +129,13 @@ def run_row(row: str, config, root: pathlib.Path, names, lq):
   keys = restore.face_keys(config.seed, hashes, np.zeros_like(hashes))
   outputs = fn(params, {'lq': lq.astype(np.float32) / 127.5 - 1.0, 'key': keys})
   size = lq.shape[1]
-  return {s.name: _to_uint8(cascade.resize(outputs[s.name], size)) for s in stages}, stages
+  return {s.name: restore.to_uint8(cascade.resize(outputs[s.name], size)) for s in stages}, stages
 
 
 def scores(images, gt, lpips_net: str) -> dict:
-  from diffbfr_jax.metrics import lpips  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.metrics import psnr_ssim  # pylint: disable=g-import-not-at-top
-
-  return {'psnr': float(np.mean(psnr_ssim.psnr(images, gt))),
-          'ssim': float(np.mean(psnr_ssim.ssim(images, gt))),
-          'lpips': float(np.mean(lpips.lpips(images, gt, net=lpips_net)))}
+  """Mean PSNR, SSIM (RGB) and LPIPS of uint8 faces against their ground truth."""
+  values = evaluate.batch_metrics(('psnr', 'ssim', 'lpips'), images, gt, lpips_net=lpips_net)
+  return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def write_grid(path, lq, outputs, gt, scale: int = 4) -> None:

@@ -80,9 +80,11 @@ def run(config, workdir) -> dict:
                           f'ground truth {g} is {y.shape[1]}x{y.shape[0]}')
     if len({x.shape for x in restored}) == 1:
       x, y = np.stack(restored), np.stack(gt)
-      values = _batch_metrics(metrics, x, y, config)
+      values = batch_metrics(metrics, x, y, y_channel=config.y_channel,
+                             lpips_net=config.lpips_net)
     else:  # mixed sizes: one at a time
-      singles = [_batch_metrics(metrics, x[None], y[None], config) for x, y in zip(restored, gt)]
+      singles = [batch_metrics(metrics, x[None], y[None], y_channel=config.y_channel,
+                               lpips_net=config.lpips_net) for x, y in zip(restored, gt)]
       values = {k: np.concatenate([s[k] for s in singles]) for k in singles[0]}
     if 'niqe' in metrics:
       values['niqe'] = np.array([niqe.niqe(x) for x in restored])
@@ -126,12 +128,14 @@ def table_row(means: dict, label: str) -> str:
   return f'{header}\n|---|' + '---|' * len(TABLE) + f'\n| {label} | ' + ' | '.join(cells) + ' |'
 
 
-def _batch_metrics(metrics, x, y, config) -> dict:
+def batch_metrics(metrics, x, y, *, y_channel: bool = False, lpips_net: str = 'vgg') -> dict:
+  """{metric: [B] values} of the full-reference `metrics` (psnr, ssim, lpips) between two
+  batches [B, H, W, 3] on the 0..255 scale."""
   values = {}
   if 'psnr' in metrics:
-    values['psnr'] = np.asarray(psnr_ssim.psnr(x, y, y=config.y_channel))
+    values['psnr'] = np.asarray(psnr_ssim.psnr(x, y, y=y_channel))
   if 'ssim' in metrics:
-    values['ssim'] = np.asarray(psnr_ssim.ssim(x, y, y=config.y_channel))
+    values['ssim'] = np.asarray(psnr_ssim.ssim(x, y, y=y_channel))
   if 'lpips' in metrics:
-    values['lpips'] = np.asarray(lpips.lpips(x, y, net=config.lpips_net))
+    values['lpips'] = np.asarray(lpips.lpips(x, y, net=lpips_net))
   return values

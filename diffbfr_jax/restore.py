@@ -67,13 +67,14 @@ def check_config(config) -> None:
                         "'', 'float32' or 'bfloat16'")
 
 
-def _to_png(image) -> Image.Image:
-  return Image.fromarray(np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8))
+def to_uint8(images) -> np.ndarray:
+  """Images on [-1, 1] -> uint8 0..255, as the restored PNGs hold them."""
+  return np.round((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).astype(np.uint8)
 
 
 def _save(path: pathlib.Path, image) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  _to_png(image).save(path)
+  Image.fromarray(to_uint8(image)).save(path)
 
 
 def _grid(lq, outputs, index, size):

@@ -110,6 +110,12 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
 
 def create_state(config, model, tx, key) -> TrainState:
   params = jax.jit(model.init)(key, *models.example_inputs(config.model))['params']
+  return state_from_params(params, tx)
+
+
+def state_from_params(params, tx) -> TrainState:
+  """Step 0 of training from `params` (also the EMA) with a fresh optimizer state."""
+  params = jax.tree_util.tree_map(jnp.asarray, params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema_params=jax.tree_util.tree_map(jnp.copy, params),
                     opt_state=tx.init(params))

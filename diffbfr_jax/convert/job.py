@@ -15,7 +15,6 @@ import logging
 import pathlib
 
 import jax
-import jax.numpy as jnp
 
 from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
@@ -26,11 +25,8 @@ from diffbfr_jax.diffusion import schedules
 
 
 def sha256(path) -> str:
-  digest = hashlib.sha256()
   with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 24), b''):
-      digest.update(block)
-  return digest.hexdigest()
+    return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
 def convert(config):
@@ -67,9 +63,7 @@ def run(config, workdir):
   tx, _ = train.make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
                                warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
                                grad_clip=tc.grad_clip)
-  params = jax.tree_util.tree_map(jnp.asarray, params)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                           opt_state=tx.init(params))
+  state = train.state_from_params(params, tx)
   ckpt = checkpointing.Checkpointer(workdir)
   try:
     ckpt.save(0, state, {**checkpointing.meta_of(config), 'source': note})

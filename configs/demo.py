@@ -6,6 +6,11 @@ r"""The demo job: DiffBFR end to end on the faces bundled with scikit-image, on 
        the cascade on them, writes runs/demo/grid_<row>.png (LQ | IRM-1 | IRM-2 | TEM | GT) and
        prints PSNR, SSIM and LPIPS of the LQ input and of every stage's output.
 
+A longer run (about 70 minutes) that also scores the mean of 6 restorations per face:
+  python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo_long \
+      --config.steps.irm1=4000 --config.steps.irm2=1500 --config.steps.tem=1500 \
+      --config.num_samples=6
+
 A finished stage is not trained again, so re-running with other `rows` only samples.
 """
 
@@ -31,6 +36,11 @@ def get_config(arg=None):
   # short are too short for the presets' EMA (decay 0.995 keeps 0.995^250 = 29% of the random
   # initial weights after 250 steps).
   config.params = 'params'
+  # Restorations per face (sample k from key (seed, face name, k), as the restore job's). With
+  # K > 1 the mean of the K samples, a Monte Carlo estimate of the posterior mean, is scored too
+  # (one more row per stage, one more grid column) and every sample is kept in
+  # <workdir>/restored_<row>.npz.
+  config.num_samples = 1
   config.lpips_net = 'vgg'  # 'vgg' | 'alex'
   config.networks = 'demo'  # the stage presets: 'demo', or 'smoke' (tiny, for tests)
   return config

@@ -4,7 +4,9 @@ Trains the `:demo` networks of the three stages on the training split of the fac
 scikit-image, degrades the held-out split with the paper's degradation (Eq. 13), restores it
 with the cascade (one or more rows of Table 2) and reports PSNR, SSIM and LPIPS of the LQ input
 and of every stage's output against the ground truth, all at the final 32x32 size (IRM-1's 16x16
-output is resized as the cascade resizes it for IRM-2).
+output is resized as the cascade resizes it for IRM-2). With `num_samples` K > 1 each face is
+restored K times (keys as the restore job's samples) and the mean of the K restorations, a Monte
+Carlo estimate of the posterior mean, is scored too.
 """
 
 import json
@@ -37,6 +39,8 @@ def _rows(config) -> list:
     raise ConfigError(f"config.networks={config.networks!r}: expected 'demo' or 'smoke'")
   if config.grids not in ('fast', 'full'):
     raise ConfigError(f"config.grids={config.grids!r}: expected 'fast' or 'full'")
+  if not isinstance(config.num_samples, int) or config.num_samples < 1:
+    raise ConfigError(f'config.num_samples={config.num_samples!r}: expected an integer >= 1')
   return rows
 
 
@@ -121,15 +125,21 @@ def cascade_config(row: str, config, root: pathlib.Path):
 
 
 def run_row(row: str, config, root: pathlib.Path, names, lq):
-  """{stage: uint8 [N, 32, 32, 3]} of one cascade row on the LQ faces (one batch, one compile)."""
+  """({stage: float32 [K, N, 32, 32, 3] on [-1, 1]}, stages) of one cascade row on the LQ faces:
+  K = config.num_samples restorations per face, sample k from key (seed, face name, k); one
+  compile, one batch of all faces per sample."""
   ccfg = cascade_config(row, config, root)
   stages, params = cascade.load(ccfg)
   fn = jax.jit(cascade.make_cascade(stages))
   hashes = np.array([zlib.crc32(n.encode()) for n in names], np.uint32)
-  keys = restore.face_keys(config.seed, hashes, np.zeros_like(hashes))
-  outputs = fn(params, {'lq': lq.astype(np.float32) / 127.5 - 1.0, 'key': keys})
-  size = lq.shape[1]
-  return {s.name: restore.to_uint8(cascade.resize(outputs[s.name], size)) for s in stages}, stages
+  size, batch = lq.shape[1], {'lq': lq.astype(np.float32) / 127.5 - 1.0}
+  samples = {s.name: [] for s in stages}
+  for k in range(config.num_samples):
+    keys = restore.face_keys(config.seed, hashes, np.full_like(hashes, k))
+    outputs = fn(params, {**batch, 'key': keys})
+    for s in stages:
+      samples[s.name].append(np.asarray(cascade.resize(outputs[s.name], size), np.float32))
+  return {name: np.stack(v) for name, v in samples.items()}, stages
 
 
 def scores(images, gt, lpips_net: str) -> dict:
@@ -138,10 +148,12 @@ def scores(images, gt, lpips_net: str) -> dict:
   return {k: float(np.mean(v)) for k, v in values.items()}
 
 
-def write_grid(path, lq, outputs, gt, scale: int = 4) -> None:
-  """One face per line: LQ | IRM-1 | IRM-2 | TEM (the stages that ran) | GT, enlarged `scale`x
-  by pixel repetition (IRM-1's column is its output resized to 32 as the cascade does)."""
-  columns = [lq] + [outputs[s] for s in cascade.STAGES if s in outputs] + [gt]
+def write_grid(path, lq, outputs, gt, mean=None, scale: int = 4) -> None:
+  """One face per line: LQ | IRM-1 | IRM-2 | TEM (the stages that ran) | [mean] | GT, enlarged
+  `scale`x by pixel repetition (IRM-1's column is its output resized to 32 as the cascade does;
+  `mean`, when given, is the last stage's mean of samples)."""
+  columns = ([lq] + [outputs[s] for s in cascade.STAGES if s in outputs]
+             + ([] if mean is None else [mean]) + [gt])
   grid = np.concatenate([np.concatenate(list(c), axis=0) for c in columns], axis=1)
   Image.fromarray(np.repeat(np.repeat(grid, scale, 0), scale, 1)).save(path)
 
@@ -165,24 +177,30 @@ def run(config, workdir) -> dict:
   print(f'Held-out faces: {len(names)} (LFW 80-99 and the astronaut), degraded with Eq. 13 '
         f'(seed {config.test_seed}) in {root / "test_set"}', flush=True)
   results = {'LQ input': scores(lq, gt, config.lpips_net)}
+  k = config.num_samples
   for row in rows:
     t0 = time.perf_counter()
-    outputs, stages = run_row(row, config, root, names, lq)
+    samples, stages = run_row(row, config, root, names, lq)
     steps = ' + '.join(str(cascade.num_steps(s)) for s in stages)
-    print(f'{ROWS[row]}: {steps} network evaluations per face, {len(names)} faces in '
-          f'{time.perf_counter() - t0:.0f} s (with compilation)', flush=True)
-    for stage in stages:
-      last = ' = output' if stage is stages[-1] else ''
-      results[f'{ROWS[row]}: {stage.name}{last}'] = scores(outputs[stage.name], gt,
-                                                           config.lpips_net)
+    print(f'{ROWS[row]}: {steps} network evaluations per face, {len(names)} faces x {k} '
+          f'sample(s) in {time.perf_counter() - t0:.0f} s (with compilation)', flush=True)
+    first = {name: restore.to_uint8(v[0]) for name, v in samples.items()}
+    mean = {name: restore.to_uint8(v.mean(axis=0)) for name, v in samples.items()}
+    for suffix, images in [('', first)] + ([(f', mean of {k}', mean)] if k > 1 else []):
+      for stage in stages:
+        last = ' = output' if stage is stages[-1] else ''
+        results[f'{ROWS[row]}: {stage.name}{last}{suffix}'] = scores(images[stage.name], gt,
+                                                                     config.lpips_net)
+    np.savez_compressed(root / f'restored_{row}.npz', names=np.array(names),
+                        **{name: restore.to_uint8(v) for name, v in samples.items()})
     grid = root / f'grid_{row}.png'
-    write_grid(grid, lq, outputs, gt)
-    print(f'    grid: {grid}', flush=True)
+    write_grid(grid, lq, first, gt, mean=mean[stages[-1].name] if k > 1 else None)
+    print(f'    grid: {grid}; every sample: {root / f"restored_{row}.npz"}', flush=True)
   report = table(results)
   print(report)
   print(f'Total {time.perf_counter() - start:.0f} s. LPIPS-{config.lpips_net}; lower is better.')
   (root / 'results.json').write_text(json.dumps(
       {'rows': rows, 'grids': config.grids, 'seed': config.seed, 'test_seed': config.test_seed,
-       'steps': config.steps.to_dict(), 'results': results}, indent=1))
+       'num_samples': k, 'steps': config.steps.to_dict(), 'results': results}, indent=1))
   logging.info('Wrote %s', root / 'results.json')
   return results

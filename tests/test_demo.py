@@ -21,15 +21,18 @@ def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
   config = demo_config.get_config()
   config.networks = 'smoke'
   config.steps.update(irm1=5, irm2=4, tem=4)  # IRM-1 trains one more step, the others are done
+  config.num_samples = 2
   results = main.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert '[1/3] irm1: training 1 steps of batch 2' in out
   assert '[2/3] irm2: already trained (4 steps)' in out
-  assert 'TEM-w (DiffBFR): 100 + 50 + 25 network evaluations per face, 21 faces' in out
+  assert 'TEM-w (DiffBFR): 100 + 50 + 25 network evaluations per face, 21 faces x 2' in out
   assert '| held-out faces (32x32) | PSNR (dB) | SSIM | LPIPS |' in out
 
-  assert list(results) == ['LQ input', 'TEM-w (DiffBFR): irm1', 'TEM-w (DiffBFR): irm2',
-                           'TEM-w (DiffBFR): tem = output']
+  row = 'TEM-w (DiffBFR): '
+  assert list(results) == ['LQ input', row + 'irm1', row + 'irm2', row + 'tem = output',
+                           row + 'irm1, mean of 2', row + 'irm2, mean of 2',
+                           row + 'tem = output, mean of 2']
   manifest = json.loads((tmp_path / 'test_set' / 'manifest.json').read_text())
   assert len(manifest['images']) == 21 and manifest['size'] == 32
   lq = np.stack([np.asarray(Image.open(tmp_path / 'test_set' / e['lq'])) for e in
@@ -42,18 +45,40 @@ def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
   for values in results.values():
     assert 0 <= values['lpips'] and -1 <= values['ssim'] <= 1 and np.isfinite(values['psnr'])
 
+  # Every sample is kept; the first one is what the single-sample rows score.
+  restored = np.load(tmp_path / 'restored_tem_w.npz')
+  assert list(restored['names']) == [e['name'] for e in manifest['images']]
+  tem = restored['tem'].astype(np.float64)
+  assert tem.shape == (2, 21, 32, 32, 3) and restored['irm1'].shape == (2, 21, 32, 32, 3)
+  assert np.abs(tem[0] - tem[1]).max() > 0  # each sample has its own key
+  first = np.mean([skmetrics.peak_signal_noise_ratio(g, o, data_range=255)
+                   for g, o in zip(gt, tem[0])])
+  assert results[row + 'tem = output']['psnr'] == pytest.approx(first, abs=1e-3)
+
   grid = np.asarray(Image.open(tmp_path / 'grid_tem_w.png'))
-  assert grid.shape == (21 * 32 * 4, 5 * 32 * 4, 3)  # LQ | IRM-1 | IRM-2 | TEM | GT
+  assert grid.shape == (21 * 32 * 4, 6 * 32 * 4, 3)  # LQ | IRM-1 | IRM-2 | TEM | mean | GT
   np.testing.assert_array_equal(grid[:128:4, -128::4], gt[0].astype(np.uint8))
+  # The mean column: the two samples averaged (within the rounding of each to 8 bits), and
+  # exactly the image the mean row scores.
+  mean = np.stack([grid[128 * i:128 * (i + 1):4, -256:-128:4] for i in range(21)])
+  assert np.abs(mean - tem.mean(axis=0)).max() <= 1.0
+  mean_psnr = np.mean([skmetrics.peak_signal_noise_ratio(g, m.astype(np.float64), data_range=255)
+                       for g, m in zip(gt, mean)])
+  assert results[row + 'tem = output, mean of 2']['psnr'] == pytest.approx(mean_psnr, abs=1e-3)
   saved = json.loads((tmp_path / 'results.json').read_text())
-  assert saved['results'] == results and saved['rows'] == ['tem_w']
+  assert saved['results'] == results and saved['rows'] == ['tem_w'] and saved['num_samples'] == 2
 
 
-def test_bad_rows_are_a_config_error(tmp_path):
+@pytest.mark.parametrize('field, value, message', [
+    ('rows', 'tem_w,irm_x', r"config.rows='tem_w,irm_x'"),
+    ('num_samples', 0, r'config.num_samples=0: expected an integer >= 1'),
+])
+def test_bad_fields_are_a_config_error(tmp_path, field, value, message):
   config = demo_config.get_config()
-  config.rows = 'tem_w,irm_x'
-  with pytest.raises(ConfigError, match=r"config.rows='tem_w,irm_x'"):
+  config[field] = value
+  with pytest.raises(ConfigError, match=message):
     main.run(config, str(tmp_path))
+  assert not tmp_path.joinpath('irm1').exists()  # stopped before training
 
 
 def test_training_without_faces_stops_at_once_and_points_to_the_demo(tmp_path):

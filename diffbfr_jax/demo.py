@@ -184,17 +184,18 @@ def run(config, workdir) -> dict:
     steps = ' + '.join(str(cascade.num_steps(s)) for s in stages)
     print(f'{ROWS[row]}: {steps} network evaluations per face, {len(names)} faces x {k} '
           f'sample(s) in {time.perf_counter() - t0:.0f} s (with compilation)', flush=True)
-    first = {name: restore.to_uint8(v[0]) for name, v in samples.items()}
-    mean = {name: restore.to_uint8(v.mean(axis=0)) for name, v in samples.items()}
-    for suffix, images in [('', first)] + ([(f', mean of {k}', mean)] if k > 1 else []):
+    restored = {name: restore.to_uint8(v) for name, v in samples.items()}  # [K, N, 32, 32, 3]
+    first = {name: v[0] for name, v in restored.items()}
+    mean = ({name: restore.to_uint8(v.mean(axis=0)) for name, v in samples.items()}
+            if k > 1 else None)
+    for suffix, images in [('', first)] + ([(f', mean of {k}', mean)] if mean else []):
       for stage in stages:
         last = ' = output' if stage is stages[-1] else ''
         results[f'{ROWS[row]}: {stage.name}{last}{suffix}'] = scores(images[stage.name], gt,
                                                                      config.lpips_net)
-    np.savez_compressed(root / f'restored_{row}.npz', names=np.array(names),
-                        **{name: restore.to_uint8(v) for name, v in samples.items()})
+    np.savez_compressed(root / f'restored_{row}.npz', names=np.array(names), **restored)
     grid = root / f'grid_{row}.png'
-    write_grid(grid, lq, first, gt, mean=mean[stages[-1].name] if k > 1 else None)
+    write_grid(grid, lq, first, gt, mean=mean[stages[-1].name] if mean else None)
     print(f'    grid: {grid}; every sample: {root / f"restored_{row}.npz"}', flush=True)
   report = table(results)
   print(report)

@@ -10,6 +10,7 @@ DIR/per_image.csv and DIR/summary.json. Prints the results as a row of the paper
 """
 
 import csv
+import functools
 import json
 import logging
 import pathlib
@@ -69,6 +70,8 @@ def run(config, workdir) -> dict:
   out_dir = config_checks.output_folder(config, workdir, 'the per-image CSV and the summary')
   pairs = pair_files(config.restored_dir, config.gt_dir)
   metrics = [m for m in PER_IMAGE if m in config.metrics]
+  measure = functools.partial(batch_metrics, metrics, y_channel=config.y_channel,
+                              lpips_net=config.lpips_net)
   rows, start = [], time.perf_counter()
   for b in range(0, len(pairs), config.batch_size):
     chunk = pairs[b:b + config.batch_size]
@@ -80,11 +83,9 @@ def run(config, workdir) -> dict:
                           f'ground truth {g} is {y.shape[1]}x{y.shape[0]}')
     if len({x.shape for x in restored}) == 1:
       x, y = np.stack(restored), np.stack(gt)
-      values = batch_metrics(metrics, x, y, y_channel=config.y_channel,
-                             lpips_net=config.lpips_net)
+      values = measure(x, y)
     else:  # mixed sizes: one at a time
-      singles = [batch_metrics(metrics, x[None], y[None], y_channel=config.y_channel,
-                               lpips_net=config.lpips_net) for x, y in zip(restored, gt)]
+      singles = [measure(x[None], y[None]) for x, y in zip(restored, gt)]
       values = {k: np.concatenate([s[k] for s in singles]) for k in singles[0]}
     if 'niqe' in metrics:
       values['niqe'] = np.array([niqe.niqe(x) for x in restored])

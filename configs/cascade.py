@@ -17,7 +17,13 @@ The argument picks the cascade and, after a comma, the network size:
   ...,demo  the :demo networks (faces at 32, checkpoints in runs/<stage>_demo), e.g. `:fast,demo`.
   ...,smoke the :smoke networks (faces at 32), for tests.
 Each stage's chain is config.<stage>.sampling: the keyword arguments of
-diffusion.samplers.make_sampler, starting from the stage config's (Algorithm 1).
+diffusion.samplers.make_sampler, starting from the stage config's (Algorithm 1). Its ddim_eps
+(the eps of a DDIM step whose x_0 is clipped) is the stage config's: 'from_x0' (guided-diffusion)
+for IRM-1 and IRM-2, 'model' (DifFace's ddim_sample) for TEM; the ancestral chains of every
+preset here do not read it. DifFace's own TEM sampler (ddim250, eta 0.5, clipping, "100 of 250")
+is --config.tem.sampling.sampler=ddim --config.tem.sampling.eta=0.5
+--config.tem.sampling.respacing=ddim250 --config.tem.sampling.start_grid=respaced (DifFace noises
+its start one grid index higher than it first denoises; here both are index 99).
 """
 
 import ml_collections
@@ -38,7 +44,8 @@ def _stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:
       step=-1,  # checkpoint step; -1 = the latest
       params='ema_params',  # 'ema_params' (the EMA, for sampling) | 'params' (the raw weights)
       dtype='',  # compute dtype override: '' (as trained) | 'float32' | 'bfloat16'
-      sampling=stage_config.sampling,  # diffusion.samplers.make_sampler(**sampling)
+      # diffusion.samplers.make_sampler(**sampling); ddim_eps as the stage config says
+      sampling=stage_config.sampling,
   ))
 
 

@@ -111,9 +111,13 @@ def linear_schedule(num_timesteps: int, beta_start: float,
   ))
 
 
-def sampling(*, start_step: int, from_noise: bool, variance: str,
-             clip_x0: bool) -> ml_collections.ConfigDict:
-  """`config.sampling`: the keyword arguments of `diffusion.samplers.make_sampler`."""
+def sampling(*, start_step: int, from_noise: bool, variance: str, clip_x0: bool,
+             ddim_eps: str) -> ml_collections.ConfigDict:
+  """`config.sampling`: the keyword arguments of `diffusion.samplers.make_sampler`.
+
+  ddim_eps is a stage's choice (its config says whose convention it follows); it only changes
+  DDIM steps whose x_0 estimate is clipped.
+  """
   return ml_collections.ConfigDict(dict(
       start_step=start_step,  # N: the chain noises to step N and denoises N, ..., 1 (Table 6)
       start_grid='original',  # N counts steps of the training grid; 'respaced': of the sampling grid
@@ -123,6 +127,9 @@ def sampling(*, start_step: int, from_noise: bool, variance: str,
       respacing='',  # '' = every step; guided-diffusion counts ('250', '10,20') or 'ddimN'
       sampler='ancestral',  # 'ancestral' (Algorithm 1) | 'ddim'
       eta=0.0,  # DDIM noise scale, 0 = deterministic (sampler='ddim' only)
+      # DDIM's eps in sqrt(1 - gamma_prev - sigma^2) eps when clip_x0 clips: 'from_x0' (the eps
+      # of the clipped x_0, guided-diffusion) | 'model' (the network's eps, DifFace)
+      ddim_eps=ddim_eps,
   ))
 
 

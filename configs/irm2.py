@@ -40,8 +40,10 @@ def get_config(arg=None):
 
   # Algorithm 1: truncated start N1 = 1000 (resize(IRM-1 output) diffused to step 1000),
   # sigma_t^2 = beta_t, no clipping.
+  # ddim_eps: SR3 has no DDIM; guided-diffusion's convention (the project's DDIM before the
+  # option existed). Without clipping both conventions give the same chain.
   config.sampling = common.sampling(start_step=1000, from_noise=False, variance='beta',
-                                    clip_x0=False)
+                                    clip_x0=False, ddim_eps='from_x0')
 
   config.train.optimizer = 'adam'  # SR3 sr_sr3_64_512
   config.train.learning_rate = 3e-6  # SR3 sr_sr3_64_512

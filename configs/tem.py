@@ -43,8 +43,11 @@ def get_config(arg=None):
 
   # Algorithm 1: truncated start N2 = 100 on the 1000-step grid (IRM-2's output diffused to
   # step 100); the learned-range variance and x_0 clipping of DifFace.
+  # ddim_eps='model': with sampler='ddim', DifFace's convention for its own network (its
+  # `ddim_sample` keeps the network's eps beside the clipped x_0). Algorithm 1's ancestral chain
+  # does not read it.
   config.sampling = common.sampling(start_step=100, from_noise=False,
-                                    variance='learned_range', clip_x0=True)
+                                    variance='learned_range', clip_x0=True, ddim_eps='model')
 
   config.train.optimizer = 'adamw'  # DifFace
   config.train.learning_rate = 1e-4  # DifFace

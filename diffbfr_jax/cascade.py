@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from diffbfr_jax import checkpointing
+from diffbfr_jax import errors
 from diffbfr_jax import models
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.diffusion import samplers
@@ -50,6 +51,11 @@ def build_stage(name: str, model_type: str, model_config, diffusion_config, samp
 
   schedule = schedules.make_schedule(**dict(diffusion_config['schedule']))
   sampling = dict(sampling)
+  for field, allowed in (('sampler', samplers.SAMPLERS), ('variance', samplers.VARIANCES),
+                         ('ddim_eps', samplers.DDIM_EPS)):
+    if field in sampling and sampling[field] not in allowed:
+      raise ConfigError(f'config.{name}.sampling.{field}={sampling[field]!r}; expected one of '
+                        f'{allowed}')
   out = model_config.out_channels
   if (sampling['variance'] == 'learned_range') != (out == 6):
     raise ConfigError(f"config.{name}.sampling.variance={sampling['variance']!r} does not fit "
@@ -131,7 +137,11 @@ def stage_from_checkpoint(name: str, stage_config):
   if not stage_config.checkpoint:
     raise ConfigError(f'config.{name}.checkpoint is empty: give the workdir of a trained {name} '
                       f'run (or switch the stage off with config.{name}.enabled=False)')
-  folder, step = checkpointing.find(stage_config.checkpoint, stage_config.step)
+  try:
+    folder, step = checkpointing.find(stage_config.checkpoint, stage_config.step)
+  except errors.NotFound as e:
+    raise errors.NotFound(f'config.{name}.checkpoint={stage_config.checkpoint!r} '
+                          f'(step={stage_config.step}): {e}') from None
   meta = checkpointing.read_meta(folder, step)
   if meta['stage'] != name:
     raise checkpointing.CheckpointError(

@@ -7,7 +7,9 @@ a temporary folder and renames it when complete: a run killed mid-save leaves no
 and the restart resumes from the last complete checkpoint.
 """
 
+import json
 import logging
+import os
 import pathlib
 
 import jax
@@ -15,17 +17,36 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from diffbfr_jax import errors
+
 
 class Checkpointer:
   """Saves every `save_every` steps (and when asked), keeps the last `keep`, restores latest."""
 
   def __init__(self, workdir, *, keep: int = 3):
-    self.directory = epath.Path(workdir) / 'checkpoints'
+    # Orbax needs absolute paths; a relative --workdir is taken from the current folder.
+    self.directory = epath.Path(os.path.abspath(workdir)) / 'checkpoints'
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_step(self):
     return self.manager.latest_step()
+
+  def check_meta(self, meta: dict) -> None:
+    """Stops with a CheckpointError listing every field in which the latest checkpoint's meta
+    (stage, network, diffusion) differs from `meta` (of the config about to resume it).
+    Fields that do not change what the network is (compute dtype, remat, dropout) may differ."""
+    step = self.manager.latest_step()
+    if step is None:
+      return
+    stored = read_meta(self.directory, step)
+    differences = meta_differences(stored, meta)
+    if differences:
+      listed = '; '.join(f'config.{f}: {a} in the checkpoint, {b} in the config'
+                         for f, a, b in differences)
+      raise CheckpointError(
+          f'{self.directory}/{step} was trained with another config ({listed}). Resume with the '
+          'config it was trained with, or give a new --workdir to train this one.')
 
   def restore(self, state):
     """The latest checkpoint restored into `state`'s structure (as host NumPy arrays, to be
@@ -65,12 +86,38 @@ def meta_of(config) -> dict:
           'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot serve where it was given; the message names it and why."""
+CheckpointError = errors.CheckpointError  # re-exported where it was first defined
+
+# Fields of meta['model'] that a run may change when it resumes: how the same network computes.
+RESUMABLE_MODEL_FIELDS = ('dtype', 'remat', 'dropout')
+
+
+def meta_differences(stored: dict, wanted: dict):
+  """[(field, stored value, wanted value)] over stage, model_type, model and diffusion, with
+  JSON's lists and tuples alike; RESUMABLE_MODEL_FIELDS are ignored."""
+  def flat(tree, prefix=''):
+    if isinstance(tree, dict):
+      out = {}
+      for k, v in tree.items():
+        out.update(flat(v, f'{prefix}{k}.'))
+      return out
+    return {prefix[:-1]: tree}
+
+  def normal(x):
+    return json.loads(json.dumps(x))
+
+  a, b = {}, {}
+  for field in ('stage', 'model_type', 'model', 'diffusion'):
+    a.update(flat(normal(stored.get(field)), f'{field}.'))
+    b.update(flat(normal(wanted.get(field)), f'{field}.'))
+  missing = '(absent)'
+  return [(f, a.get(f, missing), b.get(f, missing)) for f in sorted(a.keys() | b.keys())
+          if a.get(f, missing) != b.get(f, missing)
+          and not any(f == f'model.{r}' for r in RESUMABLE_MODEL_FIELDS)]
 
 
 def _manager(path):
-  return ocp.CheckpointManager(epath.Path(path), item_handlers={
+  return ocp.CheckpointManager(epath.Path(os.path.abspath(path)), item_handlers={
       'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
 
@@ -79,18 +126,18 @@ def find(path, step: int = -1):
   picks the latest complete checkpoint. FileNotFoundError naming the path when there is none."""
   root = pathlib.Path(path) if path else None
   if root is None or not root.is_dir():
-    raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist or is not a folder (give a '
+    raise errors.NotFound(f'checkpoint {str(path)!r} does not exist or is not a folder (give a '
                             "stage's training workdir or its 'checkpoints' folder)")
   folder = root / 'checkpoints' if (root / 'checkpoints').is_dir() else root
   manager = _manager(folder)
   steps = manager.all_steps()
   manager.close()
   if not steps:
-    raise FileNotFoundError(f'{folder} holds no complete checkpoint')
+    raise errors.NotFound(f'{folder} holds no complete checkpoint')
   if step < 0:
     return folder, max(steps)
   if step not in steps:
-    raise FileNotFoundError(f'{folder} has no checkpoint of step {step}; it has {sorted(steps)}')
+    raise errors.NotFound(f'{folder} has no checkpoint of step {step}; it has {sorted(steps)}')
   return folder, step
 
 

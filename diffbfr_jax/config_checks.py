@@ -6,12 +6,12 @@ Run at the end of every `get_config` and again by `main` after command-line over
 import pathlib
 from typing import Sequence
 
+from diffbfr_jax import errors
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
 
-class ConfigError(ValueError):
-  """A config field whose value does not fit; the message names the field and the value."""
+ConfigError = errors.ConfigError  # re-exported where it was first defined
 
 
 def _fail(field: str, value, why: str):
@@ -68,6 +68,7 @@ def check_stage_config(config) -> None:
   if config.job not in ('train', 'summary', 'convert'):
     _fail('job', config.job, "expected 'train', 'summary' or 'convert'.")
   check_model_config(config.model_type, config.model)
+  check_train_fields(config.train)
   learned_variance = config.sampling.variance == 'learned_range'
   expected_out = 6 if learned_variance else 3
   if config.model.out_channels != expected_out:
@@ -81,11 +82,20 @@ def check_stage_config(config) -> None:
     _fail('data.source_size', data.source_size,
           f'the {data.degradation.kernel_size}-pixel blur kernel needs faces larger than '
           f'{data.degradation.kernel_size // 2} pixels (reflect padding).')
+  if data.get('irm1_pair', 'degrade_then_resize') not in ('degrade_then_resize',
+                                                          'resize_then_degrade'):
+    _fail('data.irm1_pair', data.irm1_pair, "expected 'degrade_then_resize' or "
+          "'resize_then_degrade'.")
+  if data.get('condition', 'gt_down_up') not in ('gt_down_up', 'lq'):
+    _fail('data.condition', data.condition, "expected 'gt_down_up' or 'lq'.")
   sampling = config.sampling
   if sampling.variance not in samplers.VARIANCES:
     _fail('sampling.variance', sampling.variance, f'expected one of {samplers.VARIANCES}.')
   if sampling.sampler not in samplers.SAMPLERS:
     _fail('sampling.sampler', sampling.sampler, f'expected one of {samplers.SAMPLERS}.')
+  if sampling.ddim_eps not in samplers.DDIM_EPS:
+    _fail('sampling.ddim_eps', sampling.ddim_eps,
+          f"expected one of {samplers.DDIM_EPS} ('from_x0': guided-diffusion, 'model': DifFace).")
   sched = config.diffusion.schedule
   if not 0 < sched.beta_start < sched.beta_end < 1:
     _fail('diffusion.schedule', (sched.beta_start, sched.beta_end),
@@ -98,6 +108,42 @@ def check_stage_config(config) -> None:
   if steps == 0:
     _fail('sampling.start_step', sampling.start_step,
           f'no step of the respaced grid (respacing={sampling.respacing!r}) lies at or below it.')
+
+
+def check_train_fields(train) -> None:
+  """Counts and periods of config.train that must be positive (0 would divide by zero)."""
+  for field in ('batch_size', 'microbatches', 'log_every', 'checkpoint_every',
+                'keep_checkpoints'):
+    value = train[field]
+    if not isinstance(value, int) or value < 1:
+      _fail(f'train.{field}', value, 'must be a whole number of at least 1.')
+  for field in ('num_steps', 'preview_every'):
+    if not isinstance(train[field], int) or train[field] < 0:
+      _fail(f'train.{field}', train[field], 'must be a whole number of at least 0.')
+  if train.preview_every and train.preview_count < 1:
+    _fail('train.preview_count', train.preview_count, 'must be at least 1 with preview_every.')
+  if not 0 <= train.ema_decay < 1:
+    _fail('train.ema_decay', train.ema_decay, 'must lie in [0, 1).')
+  if train.optimizer not in ('adam', 'adamw'):
+    _fail('train.optimizer', train.optimizer, "expected 'adam' or 'adamw'.")
+
+
+def check_topology(config, *, process_count: int, local_devices: int, process_index: int = 0
+                   ) -> None:
+  """The global batch must split evenly over processes and their devices, and each device's
+  share over config.train.microbatches; checked before anything is built."""
+  del process_index
+  train = config.train
+  devices = process_count * local_devices
+  if train.batch_size % devices:
+    _fail('train.batch_size', train.batch_size,
+          f'the global batch must split evenly over {devices} devices ({process_count} '
+          f'process(es) x {local_devices} local device(s)); use a multiple of {devices}.')
+  per_device = train.batch_size // devices
+  if per_device % train.microbatches:
+    _fail('train.microbatches', train.microbatches,
+          f'must divide the per-device batch of {per_device} (batch_size={train.batch_size} over '
+          f'{devices} devices).')
 
 
 DEMO_COMMAND = 'python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo'

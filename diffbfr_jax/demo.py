@@ -104,8 +104,8 @@ def held_out_faces(config, root: pathlib.Path):
   names = [entry['name'] for entry in manifest['images']]
 
   def read(kind):
-    return np.stack([np.asarray(Image.open(folder / kind / f'{pathlib.Path(n).stem}.png'))
-                     for n in names])
+    return np.stack([np.asarray(Image.open(folder / entry[kind]))
+                     for entry in manifest['images']])
 
   return names, read('lq'), read('gt')
 

@@ -32,10 +32,16 @@ TABLE = ('ssim', 'psnr', 'fid', 'niqe', 'lpips')  # the column order of the pape
 DIGITS = {'ssim': 4, 'psnr': 3, 'fid': 3, 'niqe': 4, 'lpips': 4}
 
 
+def _by_name(folder) -> dict:
+  """{name: file} of the images under `folder`, the name being the relative path without its
+  suffix as the other jobs write it (`sources.output_names`: a.jpg and a.png are a_jpg, a_png)."""
+  return {out.removesuffix('.png'): f
+          for f, out in sources.output_names(sources.list_images(folder)).items()}
+
+
 def pair_files(restored_dir, gt_dir) -> list:
   """[(name, restored file, ground-truth file)] matched by relative path without suffix."""
-  restored = {str(pathlib.Path(f).with_suffix('')): f for f in sources.list_images(restored_dir)}
-  gt = {str(pathlib.Path(f).with_suffix('')): f for f in sources.list_images(gt_dir)}
+  restored, gt = _by_name(restored_dir), _by_name(gt_dir)
   only_restored, only_gt = sorted(restored.keys() - gt.keys()), sorted(gt.keys() - restored.keys())
   if only_restored or only_gt:
     def show(names):

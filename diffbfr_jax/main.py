@@ -11,6 +11,8 @@ The config's `job` field picks what runs:
 """
 
 import logging
+import os
+import re
 import sys
 
 from absl import app
@@ -18,12 +20,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
+from diffbfr_jax import errors
+from diffbfr_jax import paths
 from diffbfr_jax import summary
-from diffbfr_jax.convert import state_dict
-from diffbfr_jax.convert import torch_zip
-from diffbfr_jax.data import sources
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics of the run.')
@@ -34,7 +34,11 @@ config_flags.DEFINE_config_file(
 
 def run(config, workdir):
   """Runs `config.job` and returns what it returns (the trained state, the restore report);
-  separate from `main` so tests can call it without flags."""
+  separate from `main` so tests can call it without flags. Relative paths in `workdir` and in
+  the config's path fields are taken from the current folder."""
+  config = config.copy_and_resolve_references()
+  paths.make_absolute(config)
+  workdir = paths.absolute(workdir or '')
   if config.get('job') == 'make_test_set':
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top (TensorFlow)
     return testset.run(config)
@@ -59,6 +63,42 @@ def run(config, workdir):
     return train.train_and_evaluate(config, workdir)
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with one `error: ...` line naming the flag and its value (not a
+  traceback) for a config file that does not exist or fails to load, an unknown preset or
+  field, or a value of the wrong type."""
+  for arg in argv[1:]:
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1].split(':', 1)[0]
+      if not os.path.isfile(path):
+        sys.exit(f'error: {arg}: the config file {path!r} does not exist (the stage configs are '
+                 'configs/irm1.py, configs/irm2.py and configs/tem.py)')
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except (every failure becomes one line)
+    sys.exit(f'error: {_flag_error(e, argv)}')
+
+
+def _flag_error(e: BaseException, argv) -> str:
+  """`--name=value: why` for an exception raised while parsing the flags `argv`."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  why = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1]) if lines else type(e).__name__
+  if isinstance(e, (AttributeError, KeyError)):
+    # An override of a field the config does not have (ml_collections applies the overrides
+    # while it loads the config file, so the failing one is found by the missing name).
+    missing = why.strip('"\'')
+    for arg in argv[1:]:
+      name = arg.split('=', 1)[0]
+      if name.startswith('--config.') and missing in name.split('.')[1:]:
+        return (f"{arg}: the config has no field {name.removeprefix('--config.')!r} (see the "
+                'config file for its fields)')
+    return f'the config has no field {missing!r} (see the config file for its fields)'
+  if isinstance(e, flags.Error) and len(lines) == 1:
+    return why.removeprefix('flag ')  # absl's own: 'flag --name=value: why'
+  flag = lines[0].removeprefix('flag ').split(': ', 1)[0] if lines[0].startswith('flag --') else ''
+  return f'{flag}: {why}' if flag else why
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -68,11 +108,12 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     run(FLAGS.config, FLAGS.workdir)
-  except (config_checks.ConfigError, checkpointing.CheckpointError, sources.DecodeError,
-          state_dict.ConversionError, torch_zip.FormatError, FileNotFoundError, FileExistsError,
-          FloatingPointError) as e:
+  except errors.Stopped as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_code)
+  except errors.UserError as e:
     sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

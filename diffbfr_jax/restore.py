@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from diffbfr_jax import cascade
+from diffbfr_jax import errors
 from diffbfr_jax import parallel
 from diffbfr_jax import config_checks
 from diffbfr_jax.config_checks import ConfigError
@@ -38,17 +39,14 @@ class Report:
 
 
 def output_names(files, num_samples: int) -> dict:
-  """{(input name, sample): relative output path}: the same relative name with .png; when two
-  inputs would share one (a.jpg, a.png), each keeps its suffix in the name (a_jpg.png)."""
-  stems = {}
-  for name in files:
-    stems.setdefault(str(pathlib.Path(name).with_suffix('')), []).append(name)
+  """{(input name, sample): relative output path}: `sources.output_names` (the same relative
+  name with .png; a.jpg and a.png become a_jpg.png and a_png.png), with `_sample<k>` before the
+  suffix when there are several samples."""
   names = {}
-  for stem, group in stems.items():
-    for name in group:
-      base = stem if len(group) == 1 else f'{stem}_{pathlib.Path(name).suffix[1:]}'
-      for k in range(num_samples):
-        names[name, k] = f'{base}.png' if num_samples == 1 else f'{base}_sample{k}.png'
+  for name, out in sources.output_names(files).items():
+    base = out.removesuffix('.png')
+    for k in range(num_samples):
+      names[name, k] = out if num_samples == 1 else f'{base}_sample{k}.png'
   return names
 
 
@@ -101,12 +99,14 @@ def run(config, workdir) -> Report:
   out_dir = config_checks.output_folder(config, workdir, 'the restored faces')
   parallel.initialize(**config.distributed)
   files = sources.list_images(config.input_dir)
+  names = output_names(files, config.num_samples)  # over all files: names are host-independent
   files = files[jax.process_index()::jax.process_count()]  # each host restores its share
-  names = output_names(files, config.num_samples)
+  mine = set(files)
+  names = {key: rel for key, rel in names.items() if key[0] in mine}
   final = [out_dir / rel for rel in names.values()]
   existing = [p for p in final if p.exists()]
   if existing and not config.overwrite:
-    raise FileExistsError(f'{len(existing)} outputs already exist (first: {existing[0]}); set '
+    raise errors.Exists(f'{len(existing)} outputs already exist (first: {existing[0]}); set '
                           '--config.overwrite=True to replace them, or choose another folder')
 
   stages, params = cascade.load(config)  # every checkpoint error comes before compute

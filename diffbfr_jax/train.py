@@ -4,11 +4,19 @@ The step is a pure function `train_step(state, batch, key) -> (state, metrics)` 
 device; `parallel.pmap_train_step` runs it on all local devices. Randomness: the diffusion draws
 of each example come from `fold_in(fold_in(key, step), example_id)` with the data pipeline's
 global example ids, so they do not depend on how the batch is split over devices or
-microbatches; dropout also folds in the device index.
+microbatches; so do the dropout masks, from `fold_in(fold_in(step key, DROPOUT_STREAM), example_id)`.
+
+A checkpoint holds only a state that has proved good: the one due at step s is written after the
+loss of step s + 1 (computed with its parameters) came out finite, and after an all-finite check
+of its parameters, EMA and optimizer state. SIGTERM (and, on several hosts, Orbax's preemption
+sync point) stops the run after the step in flight with that step saved.
 """
 
 import functools
 import logging
+import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -19,7 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from diffbfr_jax import errors
 from diffbfr_jax import checkpointing
+from diffbfr_jax import config_checks
 from diffbfr_jax import models
 from diffbfr_jax import parallel
 from diffbfr_jax.diffusion import losses
@@ -51,60 +61,87 @@ def make_optimizer(*, optimizer: str, learning_rate: float, warmup_steps: int,
   return optax.chain(*parts), schedule
 
 
+DROPOUT_STREAM = 0x64726F70  # folded into the step key for the dropout keys ('drop')
+
+
 def make_loss_fn(config, model, schedule):
-  """`loss_fn(params, batch, key, dropout_key) -> (loss, metrics)` for the stage's network."""
+  """`loss_fn(params, batch, key) -> (loss, metrics)` for the stage's network; `key` is the
+  step's key. Dropout masks are drawn per example, keyed by its id like the diffusion draws."""
   time_input = models.TIME_INPUT[config.model_type]
   loss = losses.noise_level_loss if time_input == 'noise_level' else losses.timestep_loss
 
-  def loss_fn(params, batch, key, dropout_key):
-    def model_fn(x_t, time_, cond):
-      return model.apply({'params': params}, x_t, time_, cond, train=True,
-                         rngs={'dropout': dropout_key})
+  def loss_fn(params, batch, key):
+    if config.model.get('dropout', 0.0) > 0:
+      dropout_keys = losses.example_keys(jax.random.fold_in(key, DROPOUT_STREAM),
+                                         batch['gt'].shape[0], batch['id'])
+
+      def one(x_t, time_, cond, k):
+        out = model.apply({'params': params}, x_t[None], time_[None],
+                          None if cond is None else cond[None], train=True, rngs={'dropout': k})
+        return out[0]
+
+      def model_fn(x_t, time_, cond):
+        time_ = jnp.broadcast_to(time_, x_t.shape[:1] + jnp.shape(time_)[1:])
+        if cond is None:
+          return jax.vmap(lambda x, t, k: one(x, t, None, k))(x_t, time_, dropout_keys)
+        return jax.vmap(one)(x_t, time_, cond, dropout_keys)
+    else:
+      def model_fn(x_t, time_, cond):  # no dropout: nothing random in the network
+        return model.apply({'params': params}, x_t, time_, cond, train=True)
     return loss(model_fn, schedule, batch['gt'], key, batch.get('cond'),
                 example_ids=batch['id'], **config.diffusion.loss)
 
   return loss_fn
 
 
+def _all_finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
                microbatches: int, lr_schedule):
-  """One optimizer step on this device's batch `[B, ...]`, gradients averaged over devices."""
+  """One optimizer step on this device's batch `[B, ...]`, gradients averaged over devices.
+
+  Its metrics include `state_finite` (1.0 when every array of the new state is finite), which
+  the loop reads before saving and does not write out."""
   key = jax.random.fold_in(key, state.step)
-  dropout_key = jax.random.fold_in(key, parallel.device_index())
   size = batch['gt'].shape[0]
-  if size % microbatches:
+  if size % microbatches:  # config_checks.check_topology says so before any compute
     raise ValueError(f'config.train.microbatches={microbatches} does not divide the per-device '
                      f'batch of {size}')
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if microbatches == 1:
-    (loss, aux), grads = grad_fn(state.params, batch, key, dropout_key)
+    (loss, aux), grads = grad_fn(state.params, batch, key)
   else:
     # Accumulate over slices of the batch: activation memory of one slice, same gradient.
     micro = jax.tree_util.tree_map(
         lambda x: x.reshape((microbatches, size // microbatches) + x.shape[1:]), batch)
 
-    def accumulate(carry, inputs):
-      index, mb = inputs
-      (loss, aux), grads = grad_fn(state.params, mb, key, jax.random.fold_in(dropout_key, index))
+    def accumulate(carry, mb):
+      (loss, aux), grads = grad_fn(state.params, mb, key)
       return jax.tree_util.tree_map(jnp.add, carry, (grads, loss, aux)), None
 
     (_, first_aux), _ = jax.eval_shape(
-        grad_fn, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), key, dropout_key)
+        grad_fn, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), key)
     zeros = jax.tree_util.tree_map(
         lambda s: jnp.zeros(s.shape, s.dtype),
         jax.eval_shape(lambda: (state.params, jnp.zeros(()), first_aux)))
-    (grads, loss, aux), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
+    (grads, loss, aux), _ = jax.lax.scan(accumulate, zeros, micro)
     grads, loss, aux = jax.tree_util.tree_map(lambda v: v / microbatches, (grads, loss, aux))
   grads = jax.lax.pmean(grads, parallel.AXIS)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
+                            opt_state=opt_state)
   metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
              'train/lr': lr_schedule(state.step)}
   metrics.update({f'train/{k}': v for k, v in aux.items()})
   metrics = jax.lax.pmean(metrics, parallel.AXIS)
-  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                            opt_state=opt_state)
+  metrics['state_finite'] = jax.lax.pmin(_all_finite(new_state).astype(jnp.float32),
+                                         parallel.AXIS)
   return new_state, metrics
 
 
@@ -121,8 +158,7 @@ def state_from_params(params, tx) -> TrainState:
                     opt_state=tx.init(params))
 
 
-class NonFiniteLossError(FloatingPointError):
-  """A non-finite loss: the run stops and saves nothing after the last good checkpoint."""
+NonFiniteLossError = errors.NonFiniteLossError  # re-exported where it was first defined
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -135,10 +171,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
   if not workdir:
-    raise FileNotFoundError('--workdir is required for training (checkpoints and metrics go '
-                            'there; an existing one is resumed)')
+    raise errors.NotFound('--workdir is required for training (checkpoints and metrics go '
+                          'there; an existing one is resumed)')
+  workdir = os.path.abspath(workdir)
   parallel.initialize(**config.distributed)
+  topology = parallel.topology()
+  config_checks.check_topology(config, **topology)  # before anything is built
   tc = config.train
+  meta = checkpointing.meta_of(config)
+  ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
+  ckpt.check_meta(meta)  # a checkpoint of another stage, network or diffusion: stop here
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   model = models.create_model(config.model_type, **config.model)
   schedule = schedules.make_schedule(**config.diffusion.schedule)
@@ -147,12 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                    grad_clip=tc.grad_clip)
   root_key = jax.random.key(config.seed)
   init_key, train_key, preview_key = jax.random.split(root_key, 3)
-  ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
   state = parallel.place_state(ckpt.restore(create_state(config, model, tx, init_key)))
   start_step = int(state.step)
-  meta = checkpointing.meta_of(config)
 
-  topology = parallel.topology()
   dataset, loader = pipeline.from_config(config, start_step=start_step, **topology)
   batches = iter(dataset)
   step_fn = parallel.pmap_train_step(functools.partial(
@@ -165,10 +204,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer)
   preview = _make_preview(config, model, schedule) if tc.preview_every else None
   pending, window_start, window_steps = [], time.perf_counter(), 0
-  logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
-               start_step, tc.num_steps)
+
+  def last_good():
+    step = ckpt.latest_step()
+    return (f'The last good checkpoint is step {step} in {ckpt.directory}' if step is not None
+            else f'No checkpoint was saved in {ckpt.directory}')
 
   def flush(step):
+    """Writes the pending steps' metrics (the last is of `step`); stops on a non-finite loss."""
     nonlocal pending, window_start, window_steps
     if not pending:
       return
@@ -177,9 +220,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if not np.isfinite(m['train/loss']):
         bad = step - len(values) + offset + 1
         raise NonFiniteLossError(
-            f'Non-finite loss ({m["train/loss"]}) at step {bad}. The last good checkpoint is '
-            f'step {ckpt.latest_step()} in {ckpt.directory}; nothing later was saved.')
-    summary = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+            f'Non-finite loss ({m["train/loss"]}) at step {bad}, computed with the parameters of '
+            f'step {bad - 1}. {last_good()}; no later state was saved.')
+    summary = {k: float(np.mean([m[k] for m in values])) for k in values[0]
+               if k != 'state_finite'}
     seconds = time.perf_counter() - window_start
     summary['train/steps_per_sec'] = window_steps / seconds
     summary['train/images_per_sec'] = window_steps * tc.batch_size / seconds
@@ -187,29 +231,98 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.write_scalars(step, summary)
     pending, window_start, window_steps = [], time.perf_counter(), 0
 
+  def save(step, good_state, finite):
+    """Saves `good_state` (of `step`) once the loss computed with it has been flushed finite."""
+    if not float(jax.device_get(finite)):
+      raise NonFiniteLossError(
+          f'The state of step {step} holds non-finite parameters, EMA or optimizer moments '
+          f'(its loss was finite). {last_good()}; no later state was saved.')
+    ckpt.save(step, good_state, meta)
+
+  def verify_and_save(step, good_state, finite):
+    """The final (or preempted) state: one more step, compiled already, computes its loss (its
+    update is dropped); the state is saved if that loss is finite."""
+    _, check = step_fn(good_state, jax.tree_util.tree_map(np.asarray, next(batches)), train_key)
+    loss = float(jax.device_get(check['train/loss']))
+    if not np.isfinite(loss):
+      raise NonFiniteLossError(
+          f'Non-finite loss ({loss}) computed with the parameters of step {step}. '
+          f'{last_good()}; no later state was saved.')
+    save(step, good_state, finite)
+
+  stop = _StopSignal(multihost=jax.process_count() > 1, manager=ckpt.manager)
+  due = None  # (step, state, finite) of a checkpoint waiting for the next step's loss
   try:
-    for step in range(start_step, tc.num_steps):
-      batch = jax.tree_util.tree_map(np.asarray, next(batches))
-      state, metrics = step_fn(state, batch, train_key)
-      pending.append(metrics)
-      window_steps += 1
-      done = step + 1
-      report(done)
-      last = done == tc.num_steps
-      if done % tc.log_every == 0 or last:
-        flush(done)
-      if done % tc.checkpoint_every == 0 or last:
-        flush(done)  # never save a state whose losses were not all finite
-        ckpt.save(done, state, meta)
-      if preview is not None and (done % tc.preview_every == 0 or last):
-        writer.write_images(done, {'preview': preview(state.ema_params, batch,
-                                                      jax.random.fold_in(preview_key, done))})
+    with stop:
+      logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
+                   start_step, tc.num_steps)
+      for step in range(start_step, tc.num_steps):
+        batch = jax.tree_util.tree_map(np.asarray, next(batches))
+        new_state, metrics = step_fn(state, batch, train_key)
+        pending.append(metrics)
+        window_steps += 1
+        done = step + 1
+        report(done)
+        if due is not None:  # this step's loss used the due state's parameters
+          flush(done)
+          save(*due)
+          due = None
+        finite = metrics['state_finite']
+        state = new_state
+        last = done == tc.num_steps
+        if done % tc.log_every == 0 or last:
+          flush(done)
+        if done % tc.checkpoint_every == 0 and not last:
+          due = (done, state, finite)
+        if preview is not None and (done % tc.preview_every == 0 or last):
+          writer.write_images(done, {'preview': preview(state.ema_params, batch,
+                                                        jax.random.fold_in(preview_key, done))})
+        if last:
+          verify_and_save(done, state, finite)
+        elif stop.requested(done):
+          flush(done)  # a checkpoint due now is this same state, saved here
+          verify_and_save(done, state, finite)
+          ckpt.wait()
+          raise errors.Stopped(
+              f'stopped by {stop.name} at step {done} of {tc.num_steps}; its checkpoint is saved '
+              f'in {ckpt.directory}. Run the same command to resume.', 128 + stop.signum)
   finally:
     # Finish the saves already started (good states) even when the run stops on an error.
     ckpt.wait()
     ckpt.close()
     writer.flush()
   return state
+
+
+class _StopSignal:
+  """SIGTERM on one process (a handler that sets a flag, so the step in flight finishes); on
+  several hosts Orbax's preemption sync point, at which every process agrees to stop."""
+  signum = signal.SIGTERM
+  name = 'SIGTERM'
+
+  def __init__(self, *, multihost: bool, manager):
+    self.multihost, self.manager = multihost, manager
+    self.received, self.previous = False, None
+
+  def __enter__(self):
+    if not self.multihost and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(self.signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('%s received: saving after the step in flight', self.name)
+    self.received = True
+
+  def requested(self, step: int) -> bool:
+    if self.multihost:
+      return bool(self.manager.reached_preemption(step))
+    return self.received
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(self.signum, self.previous)
+    return False
 
 
 def _make_preview(config, model, schedule):
@@ -224,7 +337,7 @@ def _make_preview(config, model, schedule):
         lambda x, t, c: model.apply({'params': params}, x, t, c), schedule,
         time_input=time_input, start_step=schedule.num_steps, from_noise=True,
         variance=config.sampling.variance, clip_x0=True, respacing=tc.preview_respacing,
-        sampler='ddim')
+        sampler='ddim', ddim_eps=config.sampling.ddim_eps)
     return sample(key, gt, cond)
 
   def preview(params, batch, key):

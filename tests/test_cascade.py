@@ -163,3 +163,14 @@ def test_the_batch_split_over_8_devices_gives_what_one_device_gives(tmp_path):
   _, stages = _stages('fast', None)
   one = jax.jit(cascade.make_cascade(stages))({s.name: {} for s in stages}, _inputs(8))
   np.testing.assert_allclose(np.load(tmp_path / 'eight.npy'), one['output'], atol=1e-5)
+
+
+@pytest.mark.parametrize('field, value', [('ddim_eps', 'difface'), ('sampler', 'ddpm'),
+                                          ('variance', 'fixed')])
+def test_a_sampling_option_of_no_known_value_is_refused_by_field(field, value):
+  from configs import tem  # pylint: disable=g-import-not-at-top
+  sc = tem.get_config('smoke')
+  sampling = dict(sc.sampling)
+  sampling[field] = value
+  with pytest.raises(ConfigError, match=f"config.tem.sampling.{field}='{value}'"):
+    cascade.build_stage('tem', sc.model_type, sc.model, sc.diffusion, sampling)

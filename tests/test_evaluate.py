@@ -84,3 +84,15 @@ def test_mismatched_sets_are_refused_with_what_is_missing(folders, tmp_path):
 def test_unknown_metrics_are_named(folders, tmp_path):
   with pytest.raises(ConfigError, match=r"unknown \['is'\]"):
     main.run(_config(folders, metrics=('psnr', 'is')), str(tmp_path))
+
+
+def test_files_that_share_a_stem_are_paired_each_with_its_own(tmp_path):
+  """x.jpg and x.png on both sides are two faces (x_jpg, x_png), as the other jobs name them;
+  pairing by stem alone kept one of them and dropped the other without a word."""
+  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  for side in ('restored', 'gt'):
+    (tmp_path / side).mkdir()
+    for suffix in ('jpg', 'png'):
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / side / f'x.{suffix}')
+  pairs = evaluate.pair_files(tmp_path / 'restored', tmp_path / 'gt')
+  assert pairs == [('x_jpg', 'x.jpg', 'x.jpg'), ('x_png', 'x.png', 'x.png')]

@@ -1,5 +1,7 @@
 """The `main` entry point, run as users run it."""
 
+import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -9,6 +11,8 @@ import pytest
 
 from configs import irm2
 from diffbfr_jax import models
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _main(*args):
@@ -44,3 +48,57 @@ def test_usage_errors(args, message):
   result = _main(*args)
   assert result.returncode != 0
   assert message in result.stderr
+
+
+_SMOKE_TRAIN = ('--config=configs/tem.py:smoke',)
+
+
+@pytest.mark.parametrize('args, devices, named', [
+    (_SMOKE_TRAIN + ('--config.train.nonexistent=1',), 1, '--config.train.nonexistent=1'),
+    (('--config=configs/nope.py',), 1, "--config=configs/nope.py: the config file 'configs/nope.py'"),
+    (('--config=configs/tem.py:smok',), 1, "--config=configs/tem.py:smok: Unknown config preset 'smok'"),
+    # tem:smoke trains a global batch of 2: it cannot split over 8 devices, nor 1 device's 2
+    # examples into 3 microbatches.
+    (_SMOKE_TRAIN, 8, 'config.train.batch_size=2: the global batch must split evenly over 8'),
+    (_SMOKE_TRAIN + ('--config.train.microbatches=3',), 1,
+     'config.train.microbatches=3: must divide the per-device batch of 2'),
+    (_SMOKE_TRAIN + ('--config.train.checkpoint_every=0',), 1, 'config.train.checkpoint_every=0'),
+    (_SMOKE_TRAIN + ('--config.train.log_every=0',), 1, 'config.train.log_every=0'),
+    (_SMOKE_TRAIN + ('--config.train.batch_size=0',), 1, 'config.train.batch_size=0'),
+])
+def test_a_user_mistake_stops_before_any_compute_with_one_error_line(tmp_path, args, devices,
+                                                                   named):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  workdir = tmp_path / 'run'
+  result = subprocess.run([sys.executable, '-m', 'diffbfr_jax.main', *args,
+                           f'--workdir={workdir}'], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=ROOT)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and named in last, last
+  assert not (workdir / 'checkpoints').exists()  # nothing was built or trained
+
+
+def test_jobs_take_relative_paths_from_the_folder_they_run_in(tmp_path):
+  """The README's commands as written: relative --workdir, checkpoint and input folders, run
+  from another folder than the repository's (configs/ linked there, the package on the path)."""
+  (tmp_path / 'configs').symlink_to(ROOT / 'configs')
+  (tmp_path / 'lq').mkdir()
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), np.uint8)).save(
+      tmp_path / 'lq' / 'face.png')
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+  def main(*args):
+    result = subprocess.run([sys.executable, '-m', 'diffbfr_jax.main', *args], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  main('--config=configs/irm2.py:smoke', '--config.train.num_steps=2', '--workdir=runs/irm2')
+  assert (tmp_path / 'runs' / 'irm2' / 'checkpoints' / '2').is_dir()
+  main('--config=configs/cascade.py:irm_s,smoke', '--config.irm2.checkpoint=runs/irm2',
+       '--config.irm2.sampling.respacing=4', '--config.input_dir=lq', '--workdir=runs/restored')
+  restored = np.asarray(Image.open(tmp_path / 'runs' / 'restored' / 'face.png'))
+  assert restored.shape == (32, 32, 3)

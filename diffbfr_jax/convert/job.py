@@ -17,6 +17,7 @@ import pathlib
 import jax
 
 from diffbfr_jax import checkpointing
+from diffbfr_jax import errors
 from diffbfr_jax import config_checks
 from diffbfr_jax import summary
 from diffbfr_jax import train
@@ -36,7 +37,7 @@ def convert(config):
     raise config_checks.ConfigError('config.convert.source is empty: give the PyTorch .pth file '
                                     'to convert')
   if not source.is_file():
-    raise FileNotFoundError(f'config.convert.source={str(source)!r} does not exist')
+    raise errors.NotFound(f'config.convert.source={str(source)!r} does not exist')
   tensors = state_dict.strip_wrappers(state_dict.read(source, key=config.convert.key))
   tensors, buffers = state_dict.split_schedule_buffers(tensors)
   if 'betas' in buffers:
@@ -57,7 +58,7 @@ def run(config, workdir):
                                     '<workdir>/checkpoints')
   folder = pathlib.Path(workdir) / 'checkpoints'
   if folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir()):
-    raise FileExistsError(f'{folder} already holds checkpoints; convert into a new workdir')
+    raise errors.Exists(f'{folder} already holds checkpoints; convert into a new workdir')
   params, note = convert(config)
   tc = config.train
   tx, _ = train.make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,

@@ -17,6 +17,7 @@ from typing import Mapping
 import jax
 import numpy as np
 
+from diffbfr_jax import errors
 from diffbfr_jax.convert import torch_zip
 from diffbfr_jax.models import naming
 
@@ -30,8 +31,7 @@ WRAPPER_PREFIXES = ('module.', 'denoise_fn.')
 _LISTED = 12  # keys named per kind of mismatch in an error message
 
 
-class ConversionError(ValueError):
-  """A file whose tensors do not fit the configured network; the message lists the keys."""
+ConversionError = errors.ConversionError  # re-exported where it was first defined
 
 
 def read(path, *, key: str = '', use_torch=None) -> 'collections.OrderedDict[str, np.ndarray]':

@@ -17,6 +17,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from diffbfr_jax import errors
+
 # Storage class names (as pickled: `torch.FloatStorage`, ...) -> NumPy element types.
 STORAGE_DTYPES = {
     'DoubleStorage': np.float64, 'FloatStorage': np.float32, 'HalfStorage': np.float16,
@@ -26,8 +28,7 @@ STORAGE_DTYPES = {
 }
 
 
-class FormatError(ValueError):
-  """A file that is not a readable PyTorch zip checkpoint; the message names the file."""
+FormatError = errors.FormatError  # re-exported where it was first defined
 
 
 class Unpickler(pickle.Unpickler):

@@ -167,13 +167,16 @@ def blur_kernel(params, kernel_size=41):
   """BasicSR's bivariate Gaussian for `params`: [k, k] float32, summing to 1.
 
   k(p) = exp(-0.5 p^T Sigma^-1 p) with Sigma = R diag(sx^2, sy^2) R^T on the integer grid
-  -(k // 2)..k // 2; p = (x, y) with x along the columns (width) and y along the rows.
+  -(k // 2)..k // 2; p = (x, y) with x along the columns (width) and y along the rows. With
+  params['isotropic'] true, Sigma = sx^2 I (sigma_y and theta are not read), as BasicSR.
   """
   kernel_size = _check_kernel_size(kernel_size)
   params = _cast_params(params)
   sx = tf.cast(params['sigma_x'], tf.float64)
-  sy = tf.cast(params['sigma_y'], tf.float64)
-  theta = tf.cast(params['theta'], tf.float64)
+  # BasicSR's bivariate_Gaussian(isotropic=True) uses sigma_x on both axes and no rotation,
+  # whatever sigma_y and theta say.
+  sy = tf.where(params['isotropic'], sx, tf.cast(params['sigma_y'], tf.float64))
+  theta = tf.where(params['isotropic'], tf.zeros_like(sx), tf.cast(params['theta'], tf.float64))
   half = kernel_size // 2
   axis = tf.range(-half, half + 1, dtype=tf.float64)
   xx, yy = tf.meshgrid(axis, axis)  # xx varies along columns, as np.meshgrid in BasicSR

@@ -1,26 +1,33 @@
 """Where HQ faces come from: a folder of images, a TFDS dataset, or the faces bundled with
 scikit-image. Every source hands out RGB uint8 images of one square size by index.
 
-Decodable odd files (gray, RGBA, palette, 16-bit) become RGB uint8 the way OpenCV's
-`imread(IMREAD_COLOR)` reads them for the PyTorch peers (alpha dropped, 16 bits shifted to 8);
-undecodable ones raise `DecodeError` naming the file, and the pipeline skips them.
+Decodable odd files (gray, RGBA, palette, 16-bit, EXIF-rotated JPEGs, the first frame of a GIF)
+become RGB uint8 the way OpenCV's `imread(IMREAD_COLOR)` reads them for the PyTorch peers (alpha
+dropped, 16 bits shifted to 8, EXIF orientation applied); undecodable ones raise `DecodeError`
+naming the file, and the pipeline skips them.
+
+A folder is listed once per real directory (a symlink loop or a second link to a listed folder
+is not entered again), and every file under it that is not read is named in the log with why.
 """
 
+import collections
 import io
+import logging
 import os
 import pathlib
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
+from diffbfr_jax import errors
 from diffbfr_jax.config_checks import ConfigError
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 
 
-class DecodeError(ValueError):
-  """An image that cannot be decoded; the message names it."""
+DecodeError = errors.DecodeError  # re-exported where it was first defined
 
 
 def decode_rgb(data: bytes, name: str) -> np.ndarray:
@@ -30,6 +37,7 @@ def decode_rgb(data: bytes, name: str) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as img:
       img.load()  # decode fully now, so a truncated file fails here
+      img = ImageOps.exif_transpose(img)  # OpenCV's imread applies the EXIF orientation
       if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         # 16-bit gray: keep the high byte, as OpenCV's 8-bit read does.
         arr = (np.asarray(img, np.uint32) >> 8).clip(0, 255).astype(np.uint8)
@@ -72,19 +80,73 @@ class ImageSource:
 
 
 def list_images(folder) -> list[str]:
-  """Image files under `folder`, nested folders included, as sorted relative paths."""
+  """Image files under `folder`, nested folders included, as sorted relative POSIX paths.
+
+  Symbolic links are followed, but every real directory is listed once, at its own place in the
+  tree if it has one there (so a loop such as `loop -> .` adds nothing). Every file that is not
+  listed (another suffix, a hidden file, a broken link, a folder reached twice) is named in one
+  warning per reason.
+  """
   root = pathlib.Path(folder)
   if not root.is_dir():
-    raise FileNotFoundError(f'image folder {str(root)!r} does not exist or is not a folder')
+    raise errors.NotFound(f'image folder {str(root)!r} does not exist or is not a folder')
+  own_tree = {os.path.realpath(d) for d, _, _ in os.walk(root)}  # real folders, no links taken
+  visited = set()
   found = []
-  for dirpath, _, filenames in os.walk(root, followlinks=True):
-    for filename in filenames:
-      if filename.lower().endswith(IMAGE_SUFFIXES) and not filename.startswith('.'):
-        found.append(str((pathlib.Path(dirpath) / filename).relative_to(root)))
+  ignored = collections.defaultdict(list)
+
+  def visit(path: str, rel: str, via_link: bool):
+    real = os.path.realpath(path)
+    if real in visited or (via_link and real in own_tree):
+      ignored['a folder already listed at its own path (a symlink to it or a loop)'].append(
+          rel + '/')
+      return
+    visited.add(real)
+    try:
+      entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as e:
+      ignored[f'a folder that cannot be read ({type(e).__name__})'].append(rel + '/')
+      return
+    for entry in entries:
+      name = f'{rel}/{entry.name}' if rel else entry.name
+      if entry.is_dir(follow_symlinks=True):
+        visit(entry.path, name, via_link or entry.is_symlink())
+      elif entry.name.startswith('.'):
+        ignored['a hidden file'].append(name)
+      elif not entry.is_file(follow_symlinks=True):
+        ignored['a broken link or not a regular file'].append(name)
+      elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+        found.append(name)
+      else:
+        ignored[f'not an image suffix ({", ".join(IMAGE_SUFFIXES)})'].append(name)
+
+  visit(str(root), '', False)
+  for why, names in sorted(ignored.items()):
+    logging.warning('%s: %d file(s) not read, %s: %s', root, len(names), why, ', '.join(names))
   if not found:
-    raise FileNotFoundError(f'image folder {str(root)!r} holds no image files '
-                     f'({", ".join(IMAGE_SUFFIXES)}), nested folders included')
+    raise errors.NotFound(f'image folder {str(root)!r} holds no image files '
+                          f'({", ".join(IMAGE_SUFFIXES)}), nested folders included')
   return sorted(found)
+
+
+def output_names(files, suffix: str = '.png') -> dict:
+  """{relative input name: relative output name}: the same name with `suffix`; inputs that would
+  share one (a.jpg and a.png) each keep their own suffix in it (a_jpg.png, a_png.png). Every job
+  that writes one file per input names it so. Raises a UserError naming the inputs if two would
+  still share an output (a.jpg, a.png and a_jpg.png)."""
+  by_stem = collections.defaultdict(list)
+  for name in files:
+    by_stem[str(pathlib.PurePosixPath(name).with_suffix(''))].append(name)
+  names, owners = {}, {}
+  for stem, group in by_stem.items():
+    for name in group:
+      base = stem if len(group) == 1 else f'{stem}_{pathlib.PurePosixPath(name).suffix[1:]}'
+      out = base + suffix
+      if out in owners:
+        raise errors.UserError(
+            f'{owners[out]!r} and {name!r} would both be written to {out!r}; rename one of them')
+      names[name], owners[out] = out, name
+  return names
 
 
 class FolderSource(ImageSource):
@@ -169,7 +231,7 @@ class TFDSSource(ImageSource):
           name, split=split, data_dir=data_dir or None,
           builder_kwargs={'file_format': 'array_record'}, download_and_prepare_kwargs=prepare)
     except Exception as e:  # TFDS raises many kinds; all mean the same to a user
-      raise FileNotFoundError(f'TFDS dataset {name!r} (split {split!r}, data_dir {data_dir!r}, '
+      raise errors.NotFound(f'TFDS dataset {name!r} (split {split!r}, data_dir {data_dir!r}, '
                               f'manual_dir {manual_dir!r}) cannot be opened: {e}') from e
     if not len(self.records):
       raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')

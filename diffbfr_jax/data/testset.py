@@ -3,7 +3,9 @@
 The CelebA-Test protocol: every HQ face (centre-cropped, resized to `size`) is degraded by the
 training degradation model with a seed fixed by (`seed`, the file's relative path), so the same
 folder and seed always give the same set, and adding a file changes no other. Writes
-`OUT/gt/<name>.png`, `OUT/lq/<name>.png` and `OUT/manifest.json` with every image's parameters.
+`OUT/gt/<name>.png`, `OUT/lq/<name>.png` and `OUT/manifest.json` with every image's parameters;
+<name> is the relative path with .png (`sources.output_names`: a.jpg and a.png become a_jpg.png
+and a_png.png), so every input has its own pair of files.
 """
 
 import json
@@ -15,6 +17,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from diffbfr_jax import errors
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.data import degradations
 from diffbfr_jax.data import pipeline
@@ -36,9 +39,10 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
   out = pathlib.Path(output_dir)
   manifest_path = out / 'manifest.json'
   if manifest_path.exists() and not overwrite:
-    raise FileExistsError(f'{manifest_path} exists: a test set is already there. Choose another '
+    raise errors.Exists(f'{manifest_path} exists: a test set is already there. Choose another '
                           'output_dir or set config.test_set.overwrite=True.')
   degradation = dict(degradation or {})
+  outputs = sources.output_names(source.files)
   entries, skipped = [], []
   for index in range(len(source)):
     name = source.name(index)
@@ -51,7 +55,7 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
     key = tf.constant(image_seed(seed, name), tf.int64)
     lq, gt, params = degradations.degrade(key, tf.image.convert_image_dtype(face, tf.float32),
                                           **degradation)
-    stem = str(pathlib.Path(name).with_suffix('.png'))
+    stem = outputs[name]
     for folder, image in (('lq', lq), ('gt', gt)):
       path = out / folder / stem
       path.parent.mkdir(parents=True, exist_ok=True)

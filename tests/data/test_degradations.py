@@ -131,16 +131,30 @@ def test_sample_params_types():
 
 @pytest.mark.parametrize('sx, sy, theta', [(2.5, 2.5, 0.0), (6.0, 1.5, 0.6), (0.7, 9.0, -2.8)])
 def test_blur_kernel_closed_form(sx, sy, theta):
-  params = dict(MILD, sigma_x=sx, sigma_y=sy, theta=theta)
+  params = dict(MILD, isotropic=False, sigma_x=sx, sigma_y=sy, theta=theta)
   kernel = degradations.blur_kernel(params, kernel_size=41)
   assert kernel.shape == (41, 41) and kernel.dtype == tf.float32
   assert abs(float(tf.reduce_sum(kernel)) - 1.0) < 1e-6
   np.testing.assert_allclose(kernel, reference_kernel(sx, sy, theta, 41), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize('sx, sy, theta', [(2.0, 5.0, 1.0), (6.0, 1.5, -0.6)])
+def test_an_isotropic_kernel_ignores_sigma_y_and_theta(sx, sy, theta):
+  """isotropic=True means Sigma = sigma_x^2 I (BasicSR), whatever sigma_y and theta hold; the
+  same params through apply_params blur with that kernel."""
+  params = dict(MILD, isotropic=True, sigma_x=sx, sigma_y=sy, theta=theta)
+  kernel = degradations.blur_kernel(params, kernel_size=21)
+  np.testing.assert_allclose(kernel, reference_kernel(sx, sx, 0.0, 21), rtol=1e-5, atol=1e-9)
+  image = random_image(40, 40)
+  lq, _ = degradations.apply_params(params, image, kernel_size=21)
+  isotropic = dict(params, sigma_y=sx, theta=0.0)
+  np.testing.assert_array_equal(lq, degradations.apply_params(isotropic, image, kernel_size=21)[0])
+
+
 def test_blur_matches_scipy():
   image = random_image(45, 52)
-  kernel = np.asarray(degradations.blur_kernel(dict(MILD, sigma_x=4.0, sigma_y=1.5, theta=0.9)))
+  kernel = np.asarray(degradations.blur_kernel(dict(MILD, isotropic=False, sigma_x=4.0,
+                                                    sigma_y=1.5, theta=0.9)))
   out = np.asarray(degradations.blur(image, kernel))
   assert out.shape == image.shape
   for c in range(3):

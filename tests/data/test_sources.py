@@ -95,3 +95,75 @@ def test_tfds_source_prepares_and_reads_a_dataset_by_name(tmp_path):
   assert sorted(int(f.mean()) for f in faces) == [0, 40, 80, 120, 160]  # TFDS's own order
   with pytest.raises(FileNotFoundError, match="'no_such_dataset'"):
     sources.make_source('tfds', 16, tfds_name='no_such_dataset', data_dir=str(tmp_path))
+
+
+def _save(path, seed=0, shape=(12, 12, 3)):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, np.uint8)).save(path)
+
+
+def test_a_symlink_loop_or_a_second_link_adds_no_file_and_is_logged(tmp_path, caplog):
+  root = tmp_path / 'faces'
+  _save(root / 'a.png')
+  (root / 'loop').symlink_to('.')  # a loop: os.walk(followlinks=True) went 40 levels deep
+  _save(tmp_path / 'outside' / 'b.png', 1)
+  (root / 'ext').symlink_to(tmp_path / 'outside')  # outside the tree: listed, once
+  (root / 'ext2').symlink_to(tmp_path / 'outside')
+  (root / 'sub').mkdir()
+  _save(root / 'sub' / 'c.png', 2)
+  (root / 'a_link_to_sub').symlink_to(root / 'sub')  # listed where it really is
+  (root / 'sub' / 'up').symlink_to('..')
+  caplog.set_level('WARNING')
+  assert sources.list_images(root) == ['a.png', 'ext/b.png', 'sub/c.png']
+  for name in ('loop/', 'ext2/', 'a_link_to_sub/', 'sub/up/'):
+    assert name in caplog.text, caplog.text
+
+
+def test_every_file_that_is_not_read_is_named_in_the_log(tmp_path, caplog):
+  root = tmp_path / 'faces'
+  _save(root / 'face.png')
+  (root / 'notes.txt').write_text('x')
+  (root / 'raw.ppm').write_bytes(b'P6 1 1 255 \x00\x00\x00')
+  (root / '.hidden.png').write_bytes(b'')
+  (root / 'dangling.png').symlink_to(tmp_path / 'gone.png')
+  caplog.set_level('WARNING')
+  assert sources.list_images(root) == ['face.png']
+  for name in ('notes.txt', 'raw.ppm', '.hidden.png', 'dangling.png'):
+    assert name in caplog.text, caplog.text
+
+
+def test_a_gif_face_is_read_as_its_first_frame(tmp_path):
+  rgb = np.random.default_rng(0).integers(0, 256, (10, 14, 3), np.uint8)
+  frame = Image.fromarray(rgb).quantize(256)  # GIF holds a palette; the palette image is exact
+  frame.save(tmp_path / 'face.gif')
+  assert sources.list_images(tmp_path) == ['face.gif']
+  decoded = sources.decode_rgb((tmp_path / 'face.gif').read_bytes(), 'face.gif')
+  np.testing.assert_array_equal(decoded, np.asarray(frame.convert('RGB')))
+
+
+@pytest.mark.parametrize('orientation, turn', [(3, lambda a: a[::-1, ::-1]),  # 180 degrees
+                                               (6, lambda a: np.rot90(a, -1)),  # 90 clockwise
+                                               (8, lambda a: np.rot90(a, 1))])  # 90 counter-cw
+def test_the_exif_orientation_of_a_jpeg_is_applied_as_opencv_does(tmp_path, orientation, turn):
+  """EXIF orientation o (TIFF 6.0): 3 = rotate 180, 6 = rotate 90 clockwise to display,
+  8 = rotate 90 counter-clockwise; OpenCV's imread applies it."""
+  y, x = np.mgrid[0:40, 0:24]
+  rgb = np.stack([6 * y, 10 * x, np.full_like(x, 128)], -1).clip(0, 255).astype(np.uint8)
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  Image.fromarray(rgb).save(tmp_path / 'face.jpg', quality=100, exif=exif.tobytes())
+  decoded = sources.decode_rgb((tmp_path / 'face.jpg').read_bytes(), 'face.jpg')
+  with Image.open(tmp_path / 'face.jpg') as img:
+    stored = np.asarray(img)  # PIL alone does not apply the orientation: the pixels as stored
+  assert stored.shape == rgb.shape and np.abs(stored.astype(int) - rgb).mean() < 2
+  np.testing.assert_array_equal(decoded, turn(stored))
+
+
+def test_output_names_keep_every_input_apart():
+  names = sources.output_names(['a.jpg', 'a.png', 'b.bmp', 'b.tif', 'b.webp', 'c.png',
+                                'd/e.JPG'])
+  assert names == {'a.jpg': 'a_jpg.png', 'a.png': 'a_png.png', 'b.bmp': 'b_bmp.png',
+                   'b.tif': 'b_tif.png', 'b.webp': 'b_webp.png', 'c.png': 'c.png',
+                   'd/e.JPG': 'd/e.png'}
+  with pytest.raises(sources.errors.UserError, match="'a_jpg.png'"):
+    sources.output_names(['a.jpg', 'a.png', 'a_jpg.png'])

@@ -60,3 +60,23 @@ def test_the_job_runs_from_main(face_folder, tmp_path):
   missing = run(f'--config.test_set.output_dir={tmp_path / "x"}')
   assert missing.returncode != 0 and 'config.test_set.input_dir' in missing.stderr
   assert 'Traceback' not in missing.stderr
+
+
+def test_inputs_that_share_a_stem_each_get_their_own_files(tmp_path):
+  """a.jpg and a.png (and b.bmp, b.tif, b.webp) were written to one pair each."""
+  root = tmp_path / 'hq'
+  root.mkdir()
+  rng = np.random.default_rng(0)
+  names = ['a.jpg', 'a.png', 'b.bmp', 'b.tif', 'b.webp', 'c.png']
+  for name in names:
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(root / name)
+  manifest = _write(root, tmp_path / 'set')
+  assert [e['name'] for e in manifest['images']] == names
+  for kind in ('lq', 'gt'):
+    files = sorted(p.name for p in (tmp_path / 'set' / kind).iterdir())
+    assert files == ['a_jpg.png', 'a_png.png', 'b_bmp.png', 'b_tif.png', 'b_webp.png', 'c.png']
+    assert sorted(e[kind].split('/')[1] for e in manifest['images']) == files
+  source = sources.FolderSource(root, 32)
+  for entry in manifest['images']:  # each GT file is its own input
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'set' / entry['gt'])),
+                                  source.load(source.files.index(entry['name'])))

@@ -1,4 +1,5 @@
-"""Reverse steps and chains: Algorithm 1, DDIM with an oracle, truncated starts, call counts."""
+"""Reverse steps and chains: Algorithm 1, DDIM with an oracle and with clipping (guided-diffusion's
+and DifFace's eps), truncated starts, call counts."""
 
 import math
 
@@ -7,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import irm1
+from configs import irm2
 from configs import tem
+from diffbfr_jax import config_checks
 from diffbfr_jax.diffusion import gaussian
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
@@ -182,3 +186,165 @@ def test_per_example_keys_make_each_result_independent_of_the_rest_of_the_batch(
   with pytest.raises(TypeError, match='typed keys'):
     samplers.sample_chain(model_fn, SR3, jax.random.PRNGKey(0), Y0, num_steps=2,
                           time_input='noise_level')
+
+
+# DDIM's eps when x_0 is clipped: 'from_x0' (guided-diffusion) and 'model' (DifFace), against
+# closed forms in float64 NumPy that share nothing with the code under test.
+ADM_BETAS = np.linspace(1e-4, 2e-2, 1000, dtype=np.float64)  # guided-diffusion's 'linear', T = 1000
+ADM_GAMMAS = np.cumprod(1.0 - ADM_BETAS)
+
+
+def _ddim_closed_form(x_t, eps, z, g, g_prev, *, eta, clip, ddim_eps):
+  x0 = (x_t - np.sqrt(1 - g) * eps) / np.sqrt(g)
+  if clip:
+    x0 = np.clip(x0, -1.0, 1.0)
+  eps_used = eps if ddim_eps == 'model' else (x_t - np.sqrt(g) * x0) / np.sqrt(1 - g)
+  s = eta * np.sqrt((1 - g_prev) / (1 - g)) * np.sqrt(1 - g / g_prev)
+  return np.sqrt(g_prev) * x0 + np.sqrt(1 - g_prev - s ** 2) * eps_used + s * z
+
+
+# (grid, index, gamma, gamma_prev): the full grid, and DifFace's ddim250 (training steps 0, 4, ...)
+# at its first denoised index 99 (training step 396, previous kept step 392).
+STEP_CASES = [pytest.param('', 300, ADM_GAMMAS[300], ADM_GAMMAS[299], id='full-300'),
+              pytest.param('ddim250', 99, ADM_GAMMAS[396], ADM_GAMMAS[392], id='ddim250-99')]
+
+
+@pytest.mark.parametrize('respacing, index, g, g_prev', STEP_CASES)
+@pytest.mark.parametrize('eta', [0.0, 0.5])
+@pytest.mark.parametrize('ddim_eps', ['from_x0', 'model'])
+def test_one_clipped_ddim_step_is_the_closed_form(rng, respacing, index, g, g_prev, eta, ddim_eps):
+  schedule = schedules.respace(ADM, respacing)
+  x_t = rng.standard_normal((2, 4, 4, 3))
+  eps = rng.standard_normal(x_t.shape)
+  z = rng.standard_normal(x_t.shape)
+  x0 = (x_t - np.sqrt(1 - g) * eps) / np.sqrt(g)
+  assert np.mean(np.abs(x0) > 1) > 0.5  # clipping is active on most elements
+  v = rng.uniform(-1, 1, x_t.shape)  # learned-variance channels: DDIM ignores them
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  ours = samplers.ddim_step(schedule, f32(np.concatenate([eps, v], -1)), f32(x_t),
+                            jnp.full((2,), index), f32(z), eta=eta, clip_x0=True,
+                            ddim_eps=ddim_eps)
+  expected = _ddim_closed_form(x_t, eps, z, g, g_prev, eta=eta, clip=True, ddim_eps=ddim_eps)
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+  # The other convention is far from this closed form: the option decides the result.
+  other = _ddim_closed_form(x_t, eps, z, g, g_prev, eta=eta, clip=True,
+                            ddim_eps={'model': 'from_x0', 'from_x0': 'model'}[ddim_eps])
+  assert np.abs(other - expected).max() > 0.1
+
+
+@pytest.mark.parametrize('respacing, index, g, g_prev', STEP_CASES)
+@pytest.mark.parametrize('eta', [0.0, 0.5])
+def test_without_clipping_both_ddim_conventions_agree(rng, respacing, index, g, g_prev, eta):
+  schedule = schedules.respace(ADM, respacing)
+  x_t = rng.standard_normal((2, 4, 4, 3))
+  eps = rng.standard_normal(x_t.shape)  # x_0 estimates far outside [-1, 1], left unclipped
+  z = rng.standard_normal(x_t.shape)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  steps = {c: samplers.ddim_step(schedule, f32(eps), f32(x_t), jnp.full((2,), index), f32(z),
+                                 eta=eta, clip_x0=False, ddim_eps=c) for c in samplers.DDIM_EPS}
+  np.testing.assert_allclose(steps['model'], steps['from_x0'], rtol=1e-4, atol=1e-4)
+  expected = _ddim_closed_form(x_t, eps, z, g, g_prev, eta=eta, clip=False, ddim_eps='model')
+  np.testing.assert_allclose(steps['model'], expected, rtol=1e-4, atol=1e-4)
+  # Clipping on, but every x_0 estimate inside [-1, 1]: nothing is clipped, so again equal.
+  x0 = rng.uniform(-0.9, 0.9, x_t.shape)
+  x_in = np.sqrt(g) * x0 + np.sqrt(1 - g) * eps
+  steps = [samplers.ddim_step(schedule, f32(eps), f32(x_in), jnp.full((2,), index), f32(z),
+                              eta=eta, clip_x0=True, ddim_eps=c) for c in samplers.DDIM_EPS]
+  np.testing.assert_allclose(steps[0], steps[1], rtol=1e-4, atol=1e-4)
+
+
+def _toy_eps(x, t):
+  """A deterministic stand-in for the network: eps from x_t and the training step t."""
+  return 0.7 * x + 0.4 * np.sin(0.01 * t + 3.0 * x)
+
+
+def _reference_ddim_chain(x_start, noises, *, kept, start_timesteps, eta, difface):
+  """DifFace's ddim_sample_loop on a SpacedDiffusion (models/respace.py, gaussian_diffusion.py),
+  line by line in float64; `difface=False` swaps in guided-diffusion's one differing line.
+
+  `x_start` is the chain's start (DifFace passes it as `noise`); its loop denoises indices
+  start_timesteps - 1, ..., 0, calling the model at the kept training steps (timestep_map).
+  """
+  # SpacedDiffusion.__init__: betas that make the kept alphas_cumprod exact.
+  last_alpha_cumprod, new_betas = 1.0, []
+  for i, alpha_cumprod in enumerate(ADM_GAMMAS):
+    if i in kept:
+      new_betas.append(1 - alpha_cumprod / last_alpha_cumprod)
+      last_alpha_cumprod = alpha_cumprod
+  betas = np.array(new_betas, np.float64)
+  timestep_map = sorted(kept)
+  alphas_cumprod = np.cumprod(1.0 - betas)
+  alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+  sqrt_recip_alphas_cumprod = np.sqrt(1.0 / alphas_cumprod)
+  sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / alphas_cumprod - 1)
+  img = x_start
+  for i in list(range(start_timesteps))[::-1]:
+    # p_mean_variance: the model's 2C channels are split; the variance half is unused by DDIM.
+    model_output = _toy_eps(img, timestep_map[i])
+    pred_noise = model_output
+    pred_xstart = (sqrt_recip_alphas_cumprod[i] * img
+                   - sqrt_recipm1_alphas_cumprod[i] * model_output)
+    pred_xstart = np.clip(pred_xstart, -1, 1)  # process_xstart with clip_denoised=True
+    # ddim_sample
+    if difface:
+      eps = pred_noise  # `if "pred_noise" in out: eps = out["pred_noise"]`
+    else:
+      eps = ((sqrt_recip_alphas_cumprod[i] * img - pred_xstart)
+             / sqrt_recipm1_alphas_cumprod[i])  # _predict_eps_from_xstart
+    alpha_bar, alpha_bar_prev = alphas_cumprod[i], alphas_cumprod_prev[i]
+    sigma = (eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
+             * np.sqrt(1 - alpha_bar / alpha_bar_prev))
+    mean_pred = (pred_xstart * np.sqrt(alpha_bar_prev)
+                 + np.sqrt(1 - alpha_bar_prev - sigma ** 2) * eps)
+    nonzero_mask = float(i != 0)
+    img = mean_pred + nonzero_mask * sigma * noises[i]
+  return img
+
+
+@pytest.mark.parametrize('ddim_eps, difface', [('model', True), ('from_x0', False)])
+def test_a_clipped_ddim_chain_follows_difface_or_guided_diffusion(ddim_eps, difface):
+  """A few steps of DifFace's sampler setting (ddim grid, eta 0.5, clipping, learned-range
+  variance channels that DDIM ignores, start counted on the respaced grid)."""
+  respacing, start, eta = 'ddim25', 6, 0.5  # kept steps 0, 40, ..., 960; indices 5, ..., 0
+
+  def model_fn(x_t, time, cond):
+    eps = 0.7 * x_t + 0.4 * jnp.sin(0.01 * time[:, None, None, None] + 3.0 * x_t)
+    return jnp.concatenate([eps, jnp.full_like(x_t, 5.0)], -1)  # v: garbage, unused
+
+  sample, num_steps = samplers.make_sampler(
+      model_fn, ADM, time_input='step', start_step=start, from_noise=False,
+      variance='learned_range', clip_x0=True, respacing=respacing, start_grid='respaced',
+      sampler='ddim', eta=eta, ddim_eps=ddim_eps)
+  assert num_steps == start
+  key = jax.random.key(7)
+  start_image = 0.5 * Y0
+  ours = jax.jit(sample)(key, start_image)
+  # The same draws as the chain: x_N = q(x_N | x_0) at index N - 1, then a draw per index.
+  start_key, step_key = jax.random.split(key)
+  kept = set(range(0, 1000, 40))
+  g_start = ADM_GAMMAS[sorted(kept)[start - 1]]
+  x_start = (np.sqrt(g_start) * np.asarray(start_image, np.float64)
+             + np.sqrt(1 - g_start) * np.asarray(jax.random.normal(start_key, Y0.shape),
+                                                  np.float64))
+  noises = {i: np.asarray(jax.random.normal(jax.random.fold_in(step_key, i), Y0.shape),
+                          np.float64) for i in range(start)}
+  refs = {d: _reference_ddim_chain(x_start, noises, kept=kept, start_timesteps=start,
+                                   eta=eta, difface=d) for d in (True, False)}
+  np.testing.assert_allclose(ours, refs[difface], atol=2e-4)
+  assert np.abs(refs[True] - refs[False]).max() > 0.05  # the conventions differ on this chain
+
+
+def test_ddim_eps_is_checked_by_name():
+  config = tem.get_config('smoke')
+  assert config.sampling.ddim_eps == 'model'  # TEM's DDIM is DifFace's
+  assert irm1.get_config().sampling.ddim_eps == irm2.get_config().sampling.ddim_eps == 'from_x0'
+  config.sampling.ddim_eps = 'difface'
+  with pytest.raises(config_checks.ConfigError, match=r"config.sampling.ddim_eps='difface'"):
+    config_checks.check_stage_config(config)
+  with pytest.raises(ValueError, match=r"ddim_eps='pred_noise'"):
+    samplers.make_sampler(_oracle(), ADM, time_input='step', start_step=10, from_noise=False,
+                          variance='beta', clip_x0=True, sampler='ddim',
+                          ddim_eps='pred_noise')
+  with pytest.raises(ValueError, match=r"ddim_eps='pred_noise'"):
+    samplers.ddim_step(ADM, Y0, Y0, jnp.full((2,), 3), Y0, eta=0.0, clip_x0=True,
+                       ddim_eps='pred_noise')

@@ -2,6 +2,7 @@
 grid_sample's definition, the Frechet distance against its closed form, and FID on image sets."""
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -128,3 +129,108 @@ def test_frechet_distance_equals_the_sqrtm_formula_for_full_covariances(rng):
   expected = (np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) -
               2 * np.trace(linalg.sqrtm(s1 @ s2)).real)
   assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+# The cache tests below swap the Inception for a 6-d feature (channel means and deviations):
+# what they check is which statistics the cache hands back, not the network.
+def _fake_features(params, images):
+  del params
+  x = np.asarray(images, np.float64)  # [B, H, W, 3]
+  return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=-1)  # [B, 6]
+
+
+@pytest.fixture
+def fake_inception(monkeypatch):
+  monkeypatch.setattr(inception, 'load_params', lambda: None)
+  monkeypatch.setattr(inception, 'features', _fake_features)
+
+
+def _twin_bmp_folders(root):
+  """Two folders as if unpacked from one archive: the same names, the same sizes (BMP of one
+  shape) and the same mtimes, but different pixels (bright noise against dark noise)."""
+  rng = np.random.default_rng(0)
+  folders = (root / 'restored', root / 'gt')
+  for folder, high in zip(folders, (255, 96)):
+    (folder / 'sub').mkdir(parents=True)
+    for i in range(6):
+      pixels = rng.integers(0, high, (16, 16, 3), dtype=np.uint8)
+      path = folder / ('sub' if i % 2 else '') / f'{i:02d}.bmp'
+      Image.fromarray(pixels).save(path)
+      os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+  (a, b) = folders
+  for name in fid.sources.list_images(a):
+    assert (a / name).stat().st_size == (b / name).stat().st_size
+    assert (a / name).stat().st_mtime_ns == (b / name).stat().st_mtime_ns
+    assert (a / name).read_bytes() != (b / name).read_bytes()
+  return folders
+
+
+def test_the_cache_tells_apart_folders_of_equal_names_sizes_and_mtimes(tmp_path,
+                                                                      fake_inception):
+  del fake_inception
+  a, b = _twin_bmp_folders(tmp_path)
+  uncached = fid.fid_between_folders(a, b, batch_size=4)
+  cache = tmp_path / 'cache'
+  fid.folder_statistics(a, batch_size=4, cache_dir=cache)  # a's statistics are cached first
+  cached = fid.fid_between_folders(a, b, batch_size=4, cache_dir=cache)
+  assert uncached > 100, uncached
+  assert cached == pytest.approx(uncached, rel=1e-9)
+  assert len(list(cache.glob('fid_stats_*.npz'))) == 2
+  assert fid.fid_between_folders(a, b, batch_size=4, cache_dir=cache) == cached  # from cache
+  assert not list(cache.glob('.*'))  # no temporary files left behind
+
+
+def test_a_cache_file_from_other_files_is_not_used(tmp_path, fake_inception, caplog):
+  del fake_inception
+  a, _ = _twin_bmp_folders(tmp_path)
+  cache = tmp_path / 'cache'
+  mu, sigma, count = fid.folder_statistics(a, batch_size=4, cache_dir=cache)
+  (path,) = cache.glob('fid_stats_*.npz')
+  with np.load(path) as data:
+    stored = dict(data)
+  # The statistics of another set under this file's name, as a stale or colliding cache holds.
+  np.savez(path, **dict(stored, mu=stored['mu'] + 100, fingerprint='0' * 64))
+  with caplog.at_level('WARNING'):
+    again = fid.folder_statistics(a, batch_size=4, cache_dir=cache)
+  np.testing.assert_allclose(again[0], mu)
+  np.testing.assert_allclose(again[1], sigma)
+  assert str(path) in caplog.text and 'fingerprint' in caplog.text
+  with np.load(path) as data:  # rewritten, with what it was computed from
+    np.testing.assert_allclose(data['mu'], mu)
+    assert str(data['fingerprint']) in path.name and str(data['format']) == fid.CACHE_FORMAT
+    assert data['files'].size == data['digests'].size == count == 6
+
+  caplog.clear()
+  path.write_bytes(path.read_bytes()[:100])  # half-written, as by a killed run
+  with caplog.at_level('WARNING'):
+    np.testing.assert_allclose(fid.folder_statistics(a, batch_size=4, cache_dir=cache)[0], mu)
+  assert str(path) in caplog.text and 'unreadable' in caplog.text
+
+
+def test_a_run_killed_while_writing_the_cache_leaves_no_cache(tmp_path, fake_inception,
+                                                             monkeypatch):
+  del fake_inception
+  a, _ = _twin_bmp_folders(tmp_path)
+  cache = tmp_path / 'cache'
+
+  def killed_savez(file, **arrays):
+    del arrays
+    (open(file, 'wb') if isinstance(file, (str, os.PathLike)) else file).write(b'PK\x03\x04')
+    raise KeyboardInterrupt  # stands for SIGINT/SIGKILL in the middle of the write
+
+  with monkeypatch.context() as m:
+    m.setattr(np, 'savez', killed_savez)
+    with pytest.raises(KeyboardInterrupt):
+      fid.folder_statistics(a, batch_size=4, cache_dir=cache)
+  assert not list(cache.iterdir())
+  mu, _, _ = fid.folder_statistics(a, batch_size=4, cache_dir=cache)
+  assert np.all(np.isfinite(mu)) and len(list(cache.glob('fid_stats_*.npz'))) == 1
+
+
+def test_frechet_distance_of_equal_statistics_is_not_negative():
+  """Rounding in the square root leaves about -1e-14 for several of these seeds unclipped."""
+  for seed in range(10):
+    x = np.random.default_rng(seed).normal(size=(30, 12))
+    mu, sigma = fid.statistics(x)
+    assert 0 <= fid.frechet_distance(mu, sigma, mu, sigma) < 1e-9, seed
+  assert np.isnan(fid.frechet_distance(np.full(3, np.nan), np.eye(3), np.zeros(3), np.eye(3)))

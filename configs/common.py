@@ -17,7 +17,7 @@ def base(stage: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.stage = stage  # 'irm1' | 'irm2' | 'tem': which of DiffBFR's three models this trains
   # 'train' | 'summary' (print the parameter overview, allocate nothing) | 'convert' (write a
-  # checkpoint from published PyTorch weights: config.convert, README "Published weights")
+  # checkpoint from published PyTorch weights: config.convert, docs/convert.md)
   config.job = 'train'
   config.seed = 0  # root of every random key of the run
   config.model_type = ''  # 'sr3' (IRM-1, IRM-2) | 'adm' (TEM)

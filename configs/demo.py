@@ -43,4 +43,7 @@ def get_config(arg=None):
   config.num_samples = 1
   config.lpips_net = 'vgg'  # 'vgg' | 'alex'
   config.networks = 'demo'  # the stage presets: 'demo', or 'smoke' (tiny, for tests)
+  # The folder of the stage configs (<config_dir>/irm1.py, ...) and configs/cascade.py, relative
+  # to the folder the command runs in.
+  config.config_dir = 'configs'
   return config

@@ -156,8 +156,8 @@ def check_data_source(config) -> None:
     _fail('data.source.kind', source.kind,
           "give the HQ faces to train on: 'folder' (--config.data.source.kind=folder "
           "--config.data.source.path=FFHQ_512), 'tfds' (--config.data.source.tfds_name=...) or "
-          "'bundled' (scikit-image's small faces, which the :demo presets use; see Data in the "
-          f'README). To see DiffBFR work end to end on a CPU first: {DEMO_COMMAND}')
+          "'bundled' (scikit-image's small faces, which the :demo presets use; see Data in "
+          f'docs/training.md). To see DiffBFR work end to end on a CPU first: {DEMO_COMMAND}')
   if source.kind == 'folder' and not source.path:
     _fail('data.source.path', source.path, "kind='folder' needs the folder of HQ faces.")
   if source.kind == 'tfds' and not source.tfds_name:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
+from diffbfr_jax import config_files
 from diffbfr_jax import evaluate
 from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
@@ -46,10 +47,8 @@ def _rows(config) -> list:
 
 def stage_config(name: str, config):
   """The `:demo` training config of a stage (`irm_s`: IRM-2's, conditioned on the LQ face)."""
-  from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top
-
-  module = {'irm1': irm1, 'irm2': irm2, 'tem': tem, 'irm_s': irm2}[name]
-  stage = module.get_config(config.networks)
+  stage = config_files.stage_config(config.config_dir, 'irm2' if name == 'irm_s' else name,
+                                   config.networks)
   if name == 'irm_s':
     stage.data.condition = 'lq'
   stage.seed = config.seed
@@ -111,9 +110,7 @@ def held_out_faces(config, root: pathlib.Path):
 
 
 def cascade_config(row: str, config, root: pathlib.Path):
-  from configs import cascade as cascade_configs  # pylint: disable=g-import-not-at-top
-
-  ccfg = cascade_configs.get_config(f'{row},{config.networks}')
+  ccfg = config_files.stage_config(config.config_dir, 'cascade', f'{row},{config.networks}')
   for name in cascade.STAGES:
     ccfg[name].checkpoint = str(root / name)
     ccfg[name].params = config.params

@@ -18,6 +18,10 @@ class DecodeError(UserError, ValueError):
   """An image that cannot be decoded; the message names it."""
 
 
+class ImageError(UserError, ValueError):
+  """An image too small or of the wrong shape for what is asked of it; the message says why."""
+
+
 class ConversionError(UserError, ValueError):
   """A file whose tensors do not fit the configured network; the message lists the keys."""
 

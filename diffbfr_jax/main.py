@@ -1,15 +1,11 @@
-r"""Entry point: `python -m diffbfr_jax.main --config=configs/<stage>.py[:preset] --workdir=DIR`.
+r"""Entry point: `python -m diffbfr_jax.main --config=configs/<name>.py[:preset] --workdir=DIR`.
 
-The config's `job` field picks what runs:
-  summary        print the network's parameter overview and total count (allocates nothing).
-  train          train the stage (see the README for what this version provides).
-  make_test_set  write a reproducible LQ/GT test set (configs/test_set.py).
-  restore        restore a folder of faces with the cascade (configs/cascade.py).
-  evaluate       PSNR, SSIM, LPIPS, NIQE and FID of restored faces (configs/evaluate.py).
-  convert        a stage checkpoint from published PyTorch weights (config.convert).
-  demo           DiffBFR end to end on scikit-image's faces, on a CPU (configs/demo.py).
+The config's `job` field picks what runs: JOBS below maps each job to its module's
+`run(config, workdir)`. A mistake the user can make (errors.UserError) is printed as one
+`error: ...` line; anything else is a bug and keeps its traceback.
 """
 
+import importlib
 import logging
 import os
 import re
@@ -23,7 +19,6 @@ from ml_collections import config_flags
 from diffbfr_jax import config_checks
 from diffbfr_jax import errors
 from diffbfr_jax import paths
-from diffbfr_jax import summary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics of the run.')
@@ -32,35 +27,30 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 
 
+# Every job: its name (config.job) -> the module whose `run(config, workdir)` does it. Imported
+# when run, so a job that needs no TensorFlow (summary, restore, evaluate) never imports it.
+JOBS = {
+    'summary': 'diffbfr_jax.summary',  # a stage network's parameter overview (configs/<stage>.py)
+    'train': 'diffbfr_jax.train',  # train a stage (configs/irm1.py, irm2.py, tem.py)
+    'convert': 'diffbfr_jax.convert.job',  # a stage checkpoint from published PyTorch weights
+    'make_test_set': 'diffbfr_jax.data.testset',  # a reproducible LQ/GT test set
+    'restore': 'diffbfr_jax.restore',  # a folder of faces through the cascade
+    'evaluate': 'diffbfr_jax.evaluate',  # PSNR, SSIM, LPIPS, NIQE and FID of restored faces
+    'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU
+}
+
+
 def run(config, workdir):
   """Runs `config.job` and returns what it returns (the trained state, the restore report);
   separate from `main` so tests can call it without flags. Relative paths in `workdir` and in
-  the config's path fields are taken from the current folder."""
+  the config's path fields are taken from the current folder. Each job checks its own config."""
+  job = config.get('job')
+  if job not in JOBS:
+    raise config_checks.ConfigError(f'config.job={job!r}: expected one of {sorted(JOBS)}')
   config = config.copy_and_resolve_references()
   paths.make_absolute(config)
   workdir = paths.absolute(workdir or '')
-  if config.get('job') == 'make_test_set':
-    from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top (TensorFlow)
-    return testset.run(config)
-  if config.get('job') == 'restore':
-    from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
-    return restore.run(config, workdir)
-  if config.get('job') == 'demo':
-    from diffbfr_jax import demo  # pylint: disable=g-import-not-at-top
-    return demo.run(config, workdir)
-  if config.get('job') == 'evaluate':
-    from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
-    return evaluate.run(config, workdir)
-  config_checks.check_stage_config(config)  # again: command-line overrides come after get_config
-  if config.job == 'summary':
-    print(summary.summarize(config))
-  elif config.job == 'convert':
-    from diffbfr_jax.convert import job  # pylint: disable=g-import-not-at-top
-    return job.run(config, workdir)
-  elif config.job == 'train':
-    config_checks.check_data_source(config)
-    from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
-    return train.train_and_evaluate(config, workdir)
+  return importlib.import_module(JOBS[job]).run(config, workdir)
 
 
 def parse_flags(argv):

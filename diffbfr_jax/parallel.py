@@ -14,6 +14,8 @@ import os
 import jax
 import numpy as np
 
+from diffbfr_jax import errors
+
 AXIS = 'batch'  # the name of the device axis that train steps reduce over
 
 
@@ -27,7 +29,7 @@ def initialize(initialize: str = 'auto', coordinator_address: str = '', num_proc
   if initialize == 'never':
     return
   if initialize != 'auto':
-    raise ValueError(f"config.distributed.initialize={initialize!r}; expected 'auto' or 'never'")
+    raise errors.ConfigError(f"config.distributed.initialize={initialize!r}; expected 'auto' or 'never'")
   kwargs = {}
   if coordinator_address:
     kwargs = dict(coordinator_address=coordinator_address,

@@ -3,6 +3,7 @@
 import jax
 from clu import parameter_overview
 
+from diffbfr_jax import config_checks
 from diffbfr_jax import models
 
 
@@ -25,3 +26,12 @@ def summarize(config) -> str:
   return (f'{table}\nstage: {config.stage}  model: {config.model_type}  image size: '
           f'{config.model.image_size}\ntotal parameters: {count_params(params):,} '
           f'in {len(leaves)} tensors')
+
+
+def run(config, workdir) -> str:
+  """`--config.job=summary`: prints (and returns) the overview; `workdir` is not used."""
+  del workdir
+  config_checks.check_stage_config(config)
+  text = summarize(config)
+  print(text)
+  return text

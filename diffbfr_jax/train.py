@@ -56,7 +56,7 @@ def make_optimizer(*, optimizer: str, learning_rate: float, warmup_steps: int,
   elif optimizer == 'adamw':
     opt = optax.adamw(schedule, weight_decay=weight_decay)
   else:
-    raise ValueError(f"config.train.optimizer={optimizer!r}; expected 'adam' or 'adamw'")
+    raise errors.ConfigError(f"config.train.optimizer={optimizer!r}; expected 'adam' or 'adamw'")
   parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []) + [opt]
   return optax.chain(*parts), schedule
 
@@ -159,6 +159,13 @@ def state_from_params(params, tx) -> TrainState:
 
 
 NonFiniteLossError = errors.NonFiniteLossError  # re-exported where it was first defined
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """The train job: the stage config and its data source checked, then `train_and_evaluate`."""
+  config_checks.check_stage_config(config)
+  config_checks.check_data_source(config)
+  return train_and_evaluate(config, workdir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:

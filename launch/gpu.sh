@@ -11,7 +11,7 @@
 #   DIFFBFR_SETUP=1   first make the virtual environment $DIFFBFR_VENV if missing and install
 #                     requirements.txt and jax[cuda12] into it (default 0: install nothing)
 #   DIFFBFR_VENV      virtual environment, activated when it exists (default: .venv, the one
-#                     the top-level README makes); otherwise the `python` on PATH runs
+#                     `make demo` and `make test` make); otherwise the `python` on PATH runs
 #   DIFFBFR_PYTHON    interpreter that makes the venv (default: python3)
 #   XLA_PYTHON_CLIENT_MEM_FRACTION  share of each GPU's memory JAX takes (default here: .95)
 #   CUDA_VISIBLE_DEVICES            restricts the GPUs, as usual

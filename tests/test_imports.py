@@ -23,3 +23,23 @@ def test_module_does_not_import_tensorflow(module):
           'assert not bad, bad\n')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
+
+
+def test_the_package_never_imports_the_top_level_configs_folder():
+  """configs/ is the command-line interface, not part of the package: a job that needs a config
+  file loads it by path (diffbfr_jax/config_files.py), so the package works wherever it is
+  installed. Every module is imported from another folder, where `configs` cannot be found."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  package = pathlib.Path(__file__).resolve().parent.parent / 'diffbfr_jax'
+  modules = sorted('.'.join(p.relative_to(package.parent).with_suffix('').parts)
+                   for p in package.rglob('*.py') if p.name != '__init__.py')
+  code = ('import importlib, sys\n'
+          f'for m in {modules!r}:\n'
+          '  importlib.import_module(m)\n'
+          'assert "configs" not in sys.modules\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=package.parent / 'tests' / 'models')
+  assert result.returncode == 0, result.stderr[-3000:]
+  for path in package.rglob('*.py'):
+    for line in path.read_text().splitlines():
+      assert not line.strip().startswith(('from configs', 'import configs')), (path, line)

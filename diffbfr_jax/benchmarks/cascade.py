@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbfr_jax import cascade
+from diffbfr_jax import config_files
 from diffbfr_jax import models
 from diffbfr_jax import parallel
 
@@ -34,18 +35,17 @@ def _define_flags():
                       "or 'bfloat16'.")
   flags.DEFINE_integer('batch', 4, 'Faces per batch (a multiple of the local devices).')
   flags.DEFINE_integer('repeats', 3, 'Timed runs; the median is reported.')
+  flags.DEFINE_string('config_dir', 'configs', 'The folder of the stage and cascade configs.')
 
 
-def stage_configs(size: str) -> dict:
-  from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top
-  return {'irm1': irm1.get_config(size), 'irm2': irm2.get_config(size),
-          'tem': tem.get_config(size)}
+def stage_configs(size: str, config_dir: str) -> dict:
+  return {name: config_files.stage_config(config_dir, name, size) for name in cascade.STAGES}
 
 
-def measure(config, *, size: str, batch: int, repeats: int):
+def measure(config, *, size: str, batch: int, repeats: int, config_dir: str = 'configs'):
   """Returns ({stage: network evaluations per face}, median seconds per face)."""
   stages, params = [], {}
-  for name, sc in stage_configs(size).items():
+  for name, sc in stage_configs(size, config_dir).items():
     if not config[name].enabled:
       continue
     if config[name].dtype:
@@ -73,12 +73,11 @@ def measure(config, *, size: str, batch: int, repeats: int):
 
 def main(argv):
   del argv
-  from configs import cascade as cascade_config  # pylint: disable=g-import-not-at-top
-  config = cascade_config.get_config(f'{FLAGS.cascade},{FLAGS.size}')
+  config = config_files.stage_config(FLAGS.config_dir, 'cascade', f'{FLAGS.cascade},{FLAGS.size}')
   for name in cascade.STAGES:
     config[name].dtype = FLAGS.dtype
   evaluations, per_face = measure(config, size=FLAGS.size, batch=FLAGS.batch,
-                                  repeats=FLAGS.repeats)
+                                  repeats=FLAGS.repeats, config_dir=FLAGS.config_dir)
   dtypes = {name: config[name].dtype or 'as trained' for name in evaluations}
   print(f'device: {jax.devices()[0].device_kind} x {jax.local_device_count()}  cascade: '
         f'{FLAGS.cascade or "paper"}  size: {FLAGS.size or "paper"}  image: {config.image_size}  '

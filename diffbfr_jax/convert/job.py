@@ -53,6 +53,7 @@ def convert(config):
 
 def run(config, workdir):
   """Writes the converted checkpoint into `workdir`; returns the note stored in its meta."""
+  config_checks.check_stage_config(config)
   if not workdir:
     raise config_checks.ConfigError('--workdir is required: the converted checkpoint goes to '
                                     '<workdir>/checkpoints')

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from diffbfr_jax import errors
 from diffbfr_jax.data import degradations
 from diffbfr_jax.data import sources
 
@@ -66,7 +67,7 @@ class ExampleLoader:
           if index not in self.skipped:
             self.skipped[index] = str(e)
             logging.warning('Skipping an undecodable image (%d so far): %s', len(self.skipped), e)
-    raise ValueError(f'No decodable image in the source: all {n} files failed, e.g. '
+    raise errors.UserError(f'No decodable image in the source: all {n} files failed, e.g. '
                      f'{next(iter(self.skipped.values()))}')
 
 
@@ -93,7 +94,7 @@ def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
     elif irm1_pair == 'resize_then_degrade':
       lq, gt, _ = degradations.degrade(key, _resize(hq, image_size), **degradation)
     else:
-      raise ValueError(f"config.data.irm1_pair={irm1_pair!r}; expected 'degrade_then_resize' "
+      raise errors.ConfigError(f"config.data.irm1_pair={irm1_pair!r}; expected 'degrade_then_resize' "
                        "or 'resize_then_degrade'")
     example = {'cond': lq, 'gt': gt}
   elif stage == 'irm2':
@@ -104,7 +105,7 @@ def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
     elif condition == 'lq':
       cond = _resize(lq, image_size)
     else:
-      raise ValueError(f"config.data.condition={condition!r}; expected 'gt_down_up' or 'lq'")
+      raise errors.ConfigError(f"config.data.condition={condition!r}; expected 'gt_down_up' or 'lq'")
     example = {'cond': cond, 'gt': gt}
   else:
     raise ValueError(f'stage={stage!r}; expected one of {STAGES}')
@@ -123,11 +124,11 @@ def make_dataset(source: sources.ImageSource, *, stage: str, image_size: int, se
   Returns the dataset and its `ExampleLoader` (whose `skipped` lists the files skipped so far).
   """
   if global_batch % process_count:
-    raise ValueError(f'config.train.batch_size={global_batch} does not split over '
+    raise errors.ConfigError(f'config.train.batch_size={global_batch} does not split over '
                      f'{process_count} processes')
   local_batch = global_batch // process_count
   if local_batch % local_devices:
-    raise ValueError(f'config.train.batch_size={global_batch} gives {local_batch} examples per '
+    raise errors.ConfigError(f'config.train.batch_size={global_batch} gives {local_batch} examples per '
                      f'process, which does not split over {local_devices} local devices')
   per_device = local_batch // local_devices
   degradation = dict(degradation or {})

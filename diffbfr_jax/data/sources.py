@@ -234,7 +234,7 @@ class TFDSSource(ImageSource):
       raise errors.NotFound(f'TFDS dataset {name!r} (split {split!r}, data_dir {data_dir!r}, '
                               f'manual_dir {manual_dir!r}) cannot be opened: {e}') from e
     if not len(self.records):
-      raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')
+      raise errors.NotFound(f'TFDS dataset {name!r} split {split!r} is empty')
     self.dataset_name, self.image_key, self.size = name, image_key, size
 
   def __len__(self):
@@ -257,7 +257,7 @@ def make_source(kind: str, size: int, *, path: str = '', split: str = 'train',
   """`make_source(size=..., **config.data.source)`."""
   if kind == 'folder':
     if not path:
-      raise ValueError("config.data.source.path is empty: give the folder of HQ faces "
+      raise ConfigError("config.data.source.path is empty: give the folder of HQ faces "
                        "(kind='folder')")
     return FolderSource(path, size)
   if kind == 'tfds':

@@ -74,7 +74,9 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
   return manifest
 
 
-def run(config) -> dict:
-  """`python -m diffbfr_jax.main --config=configs/test_set.py --config.test_set.input_dir=...`"""
+def run(config, workdir=None) -> dict:
+  """`python -m diffbfr_jax.main --config=configs/test_set.py --config.test_set.input_dir=...`;
+  the output folder is config.test_set.output_dir (`workdir` is not used)."""
+  del workdir
   pipeline.keep_tensorflow_on_cpu()
   return write_test_set(degradation=dict(config.data.degradation), **config.test_set)

@@ -16,6 +16,8 @@ import pathlib
 import numpy as np
 from scipy import special
 
+from diffbfr_jax import errors
+
 PRISTINE = pathlib.Path(__file__).parent / 'data' / 'niqe_pris_params.npz'
 BLOCK = 96
 
@@ -146,7 +148,7 @@ def niqe_y(y) -> float:
   nh, nw = h // BLOCK, w // BLOCK
   if nh * nw < 2:
     # The feature covariance needs two blocks at least.
-    raise ValueError(f'NIQE needs at least two {BLOCK}x{BLOCK} blocks (e.g. {2 * BLOCK}x{BLOCK} '
+    raise errors.ImageError(f'NIQE needs at least two {BLOCK}x{BLOCK} blocks (e.g. {2 * BLOCK}x{BLOCK} '
                      f'pixels), got an image of {w}x{h}')
   image = image[:nh * BLOCK, :nw * BLOCK]
   per_scale = []

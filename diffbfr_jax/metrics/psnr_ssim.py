@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffbfr_jax import errors
+
 DATA_RANGE = 255.0
 
 
@@ -77,5 +79,5 @@ def ssim(a, b, *, y: bool = False):
   """[B] SSIM of two batches [B, H, W, 3] on the 0..255 scale (at least 11x11 pixels)."""
   a, b = _prepare(a, b, y)
   if min(a.shape[1:3]) < 11:
-    raise ValueError(f'SSIM needs images of at least 11x11 pixels, got {a.shape[1:3]}')
+    raise errors.ImageError(f'SSIM needs images of at least 11x11 pixels, got {a.shape[1:3]}')
   return _ssim(a, b)

@@ -1,5 +1,6 @@
 """The benchmarks run end to end (their figures are printed, not asserted)."""
 
+import pathlib
 from configs import tem
 from diffbfr_jax.benchmarks import chain_overhead
 
@@ -22,7 +23,9 @@ def test_cascade_benchmark_runs_on_smoke_networks():
 
   config = cascade_config.get_config('irm_s,smoke')  # one stage keeps the compile short
   config.irm2.sampling.respacing = '4'
-  evaluations, per_face = cascade.measure(config, size='smoke', batch=1, repeats=1)
+  config_dir = pathlib.Path(__file__).resolve().parents[2] / 'configs'
+  evaluations, per_face = cascade.measure(config, size='smoke', batch=1, repeats=1,
+                                          config_dir=str(config_dir))
   assert evaluations == {'irm2': 4} and per_face > 0
 
 

@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from diffbfr_jax import errors
+from diffbfr_jax import parallel
 
 
 class Checkpointer:
@@ -55,8 +56,7 @@ class Checkpointer:
     if step is None:
       return state
     # Every process restores the whole (replicated) state.
-    replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ('x',)),
-                                            jax.sharding.PartitionSpec())
+    replicated = parallel.replicated_everywhere()
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
     restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -66,7 +66,7 @@ class Checkpointer:
 
   def save(self, step: int, state, meta: dict) -> None:
     """Saves `state` (replicated on this process's devices, as the pmapped step leaves it)."""
-    if jax.process_count() > 1:
+    if parallel.is_multihost():
       # Orbax writes global arrays; the step's output is host-local on every process.
       state = jax.tree_util.tree_map(ocp.utils.fully_replicated_host_local_array_to_global_array,
                                      state)
@@ -179,7 +179,7 @@ def restore_params(folder, step: int, abstract_params, *, item: str = 'ema_param
             f'{folder}/{step}: parameter {item}/{name} has shape {stored_shapes.get(name)} in the '
             f'checkpoint but the network needs {wanted.get(name)} '
             f'({len(stored_shapes)} stored arrays, {len(wanted)} expected)')
-    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    here = parallel.first_local_device()
     abstract = {item: jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), abstract_params)}
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(

@@ -13,11 +13,11 @@ import sys
 
 from absl import app
 from absl import flags
-import jax
 from ml_collections import config_flags
 
 from diffbfr_jax import config_checks
 from diffbfr_jax import errors
+from diffbfr_jax import parallel
 from diffbfr_jax import paths
 
 FLAGS = flags.FLAGS
@@ -94,8 +94,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
     raise app.UsageError('Pass --config=configs/<stage>.py[:preset], e.g. configs/irm1.py:demo.')
-  logging.info('JAX process %d / %d, local devices: %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info(parallel.describe())
   try:
     run(FLAGS.config, FLAGS.workdir)
   except errors.Stopped as e:

@@ -29,7 +29,8 @@ def initialize(initialize: str = 'auto', coordinator_address: str = '', num_proc
   if initialize == 'never':
     return
   if initialize != 'auto':
-    raise errors.ConfigError(f"config.distributed.initialize={initialize!r}; expected 'auto' or 'never'")
+    raise errors.ConfigError(f'config.distributed.initialize={initialize!r}; expected '
+                             "'auto' or 'never'")
   kwargs = {}
   if coordinator_address:
     kwargs = dict(coordinator_address=coordinator_address,
@@ -52,6 +53,47 @@ def topology() -> dict:
   """Plain numbers the data pipeline needs; it must not query devices itself."""
   return dict(process_index=jax.process_index(), process_count=jax.process_count(),
               local_devices=jax.local_device_count())
+
+
+def describe() -> str:
+  """This process and its devices, for the log."""
+  return (f'JAX process {jax.process_index()} / {jax.process_count()}, local devices: '
+          f'{jax.local_devices()}')
+
+
+def is_multihost() -> bool:
+  return jax.process_count() > 1
+
+
+def is_main_process() -> bool:
+  """Process 0, the one that writes metrics and prints reports."""
+  return jax.process_index() == 0
+
+
+def process_share(items: list) -> list:
+  """This process's share of `items` (every process_count-th, from its index), for jobs whose
+  processes work through one list each on their own part (the restore job's files)."""
+  return items[jax.process_index()::jax.process_count()]
+
+
+def round_to_local_devices(batch_size: int) -> int:
+  """`batch_size` rounded up to a multiple of this process's device count (a batch that
+  `jit_over_local_devices` can split)."""
+  devices = jax.local_device_count()
+  return -(-batch_size // devices) * devices
+
+
+def replicated_everywhere():
+  """The sharding of an array held whole by every device of every process (what a checkpoint
+  restores into before `place_state`)."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def first_local_device():
+  """The sharding of an array on this process's first device (parameters read for sampling,
+  placed by `place_state` later)."""
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
 def pmap_train_step(step_fn):

@@ -100,7 +100,7 @@ def run(config, workdir) -> Report:
   parallel.initialize(**config.distributed)
   files = sources.list_images(config.input_dir)
   names = output_names(files, config.num_samples)  # over all files: names are host-independent
-  files = files[jax.process_index()::jax.process_count()]  # each host restores its share
+  files = parallel.process_share(files)  # each host restores its share
   mine = set(files)
   names = {key: rel for key, rel in names.items() if key[0] in mine}
   final = [out_dir / rel for rel in names.values()]
@@ -120,11 +120,10 @@ def run(config, workdir) -> Report:
 
   restore_fn = parallel.jit_over_local_devices(traced)
   params = parallel.place_state(params)
-  devices = jax.local_device_count()
-  batch_size = -(-config.batch_size // devices) * devices
+  batch_size = parallel.round_to_local_devices(config.batch_size)
   if batch_size != config.batch_size:
-    logging.info('Batch of %d rounded up to %d, a multiple of the %d local devices',
-                 config.batch_size, batch_size, devices)
+    logging.info('Batch of %d rounded up to %d, a multiple of the local devices',
+                 config.batch_size, batch_size)
 
   size = config.image_size
   items = [(name, k) for name in files for k in range(config.num_samples)]

@@ -188,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   meta = checkpointing.meta_of(config)
   ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
   ckpt.check_meta(meta)  # a checkpoint of another stage, network or diffusion: stop here
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not parallel.is_main_process())
   model = models.create_model(config.model_type, **config.model)
   schedule = schedules.make_schedule(**config.diffusion.schedule)
   tx, lr_schedule = make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
@@ -257,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f'{last_good()}; no later state was saved.')
     save(step, good_state, finite)
 
-  stop = _StopSignal(multihost=jax.process_count() > 1, manager=ckpt.manager)
+  stop = _StopSignal(multihost=parallel.is_multihost(), manager=ckpt.manager)
   due = None  # (step, state, finite) of a checkpoint waiting for the next step's loss
   try:
     with stop:

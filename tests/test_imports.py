@@ -43,3 +43,17 @@ def test_the_package_never_imports_the_top_level_configs_folder():
   for path in package.rglob('*.py'):
     for line in path.read_text().splitlines():
       assert not line.strip().startswith(('from configs', 'import configs')), (path, line)
+
+
+def test_only_parallel_py_asks_about_devices_and_processes():
+  """Everything else is written for one device (the benchmarks, which report the device they
+  ran on, excepted)."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  package = pathlib.Path(__file__).resolve().parent.parent / 'diffbfr_jax'
+  query = re.compile(r'jax\.(devices|local_devices|device_count|local_device_count|process_index'
+                     r'|process_count|sharding\.Mesh)\(')
+  offenders = [f'{path.relative_to(package)}:{n}' for path in package.rglob('*.py')
+               if path.name != 'parallel.py' and 'benchmarks' not in path.parts
+               for n, line in enumerate(path.read_text().splitlines(), 1) if query.search(line)]
+  assert not offenders, offenders

@@ -61,23 +61,24 @@ def noise_level_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: 
                                     example_ids=example_ids)
   keys = example_keys(k_noise, x0.shape[0], example_ids)
   noise = _per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), keys, 2)
-  x_t = gaussian.q_sample_noise_level(x0, level, noise)
+  x_t = gaussian.q_sample_noise_level(x0=x0, noise_level=level, noise=noise)
   per_example = eps_error(model_fn(x_t, level, cond), noise, kind)
   return jnp.mean(per_example), {'loss_eps': jnp.mean(per_example)}
 
 
-def vb_term(schedule: Schedule, model_out, x0, x_t, index):
+def vb_term(schedule: Schedule, *, model_out, x0, x_t, index):
   """Improved DDPM's L_vb per example, in bits: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for
   t > 1 and the decoder's negative log-likelihood of x_0 at t = 1. The model mean uses a
   stop-gradient on the noise prediction, so this term trains only the variance."""
   channels = x_t.shape[-1]
   eps = jax.lax.stop_gradient(model_out[..., :channels])
   v = model_out[..., channels:]
-  model_mean, _ = gaussian.q_posterior(schedule, gaussian.predict_x0(schedule, x_t, index, eps),
-                                       x_t, index)
-  model_log_var = gaussian.learned_range_log_variance(schedule, v, index)
-  true_mean, true_log_var = gaussian.q_posterior(schedule, x0, x_t, index)
-  kl = _mean_per_example(gaussian.normal_kl(true_mean, true_log_var, model_mean, model_log_var))
+  x0_model = gaussian.predict_x0(schedule, x_t=x_t, index=index, eps=eps)
+  model_mean, _ = gaussian.q_posterior(schedule, x0=x0_model, x_t=x_t, index=index)
+  model_log_var = gaussian.learned_range_log_variance(schedule, v=v, index=index)
+  true_mean, true_log_var = gaussian.q_posterior(schedule, x0=x0, x_t=x_t, index=index)
+  kl = _mean_per_example(gaussian.normal_kl(mean1=true_mean, log_var1=true_log_var,
+                                            mean2=model_mean, log_var2=model_log_var))
   nll = -_mean_per_example(gaussian.discretized_gaussian_log_likelihood(
       x0, means=model_mean, log_scales=0.5 * model_log_var))
   return jnp.where(index == 0, nll, kl) / np.log(2.0)
@@ -95,13 +96,13 @@ def timestep_loss(model_fn, schedule: Schedule, x0, key, cond=None, *, kind: str
   keys = example_keys(key, x0.shape[0], example_ids)
   index = _per_example(lambda k: jax.random.randint(k, (), 0, schedule.num_steps), keys, 0)
   noise = _per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), keys, 2)
-  x_t = gaussian.q_sample(schedule, x0, index, noise)
+  x_t = gaussian.q_sample(schedule, x0=x0, index=index, noise=noise)
   out = model_fn(x_t, model_time(schedule, index, 'step'), cond)
   eps_term = eps_error(out[..., :x0.shape[-1]], noise, kind)
   metrics = {'loss_eps': jnp.mean(eps_term)}
   total = eps_term
   if out.shape[-1] == 2 * x0.shape[-1]:
-    vb = vb_term(schedule, out, x0, x_t, index)
+    vb = vb_term(schedule, model_out=out, x0=x0, x_t=x_t, index=index)
     if rescale_vb:
       vb = vb * schedule.num_train_timesteps / 1000.0
     metrics['loss_vb'] = jnp.mean(vb)

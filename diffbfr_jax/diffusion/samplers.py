@@ -63,7 +63,7 @@ def _normal(key, shape):
   return jax.random.normal(key, shape, jnp.float32)
 
 
-def p_mean_variance(schedule: Schedule, model_out, x_t, index, *, variance: str,
+def p_mean_variance(schedule: Schedule, *, model_out, x_t, index, variance: str,
                     clip_x0: bool):
   """Mean and log-variance of p(x_{t-1} | x_t), and the x_0 estimate.
 
@@ -81,21 +81,21 @@ def p_mean_variance(schedule: Schedule, model_out, x_t, index, *, variance: str,
     if v.shape[-1] != x_t.shape[-1]:
       raise ValueError(f"variance='learned_range' needs a model with {2 * x_t.shape[-1]} output "
                        f'channels, got {model_out.shape[-1]}.')
-    log_var = gaussian.learned_range_log_variance(schedule, v, index)
+    log_var = gaussian.learned_range_log_variance(schedule, v=v, index=index)
   else:
     raise ValueError(f'variance={variance!r}; expected one of {VARIANCES}.')
-  x0 = gaussian.predict_x0(schedule, x_t, index, eps)
+  x0 = gaussian.predict_x0(schedule, x_t=x_t, index=index, eps=eps)
   if clip_x0:
     x0 = jnp.clip(x0, -1.0, 1.0)
-  mean, _ = gaussian.q_posterior(schedule, x0, x_t, index)
+  mean, _ = gaussian.q_posterior(schedule, x0=x0, x_t=x_t, index=index)
   return mean, log_var, x0
 
 
-def ancestral_step(schedule: Schedule, model_out, x_t, index, noise, *, variance: str,
+def ancestral_step(schedule: Schedule, *, model_out, x_t, index, noise, variance: str,
                    clip_x0: bool):
   """x_{t-1} = mean + sigma z; no noise at index 0 (the paper's z = 0 at t = 1)."""
-  mean, log_var, _ = p_mean_variance(schedule, model_out, x_t, index, variance=variance,
-                                     clip_x0=clip_x0)
+  mean, log_var, _ = p_mean_variance(schedule, model_out=model_out, x_t=x_t, index=index,
+                                     variance=variance, clip_x0=clip_x0)
   return mean + _noise_mask(index, x_t) * jnp.exp(0.5 * log_var) * noise
 
 
@@ -104,7 +104,7 @@ def _check_ddim_eps(ddim_eps: str):
     raise ValueError(f'ddim_eps={ddim_eps!r}; expected one of {DDIM_EPS}.')
 
 
-def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, clip_x0: bool,
+def ddim_step(schedule: Schedule, *, model_out, x_t, index, noise, eta: float, clip_x0: bool,
               ddim_eps: str = 'from_x0'):
   """DDIM (Song et al.) with stochasticity eta (0: deterministic).
 
@@ -115,11 +115,11 @@ def ddim_step(schedule: Schedule, model_out, x_t, index, noise, *, eta: float, c
   """
   _check_ddim_eps(ddim_eps)
   eps, _ = _split_output(model_out, x_t.shape[-1])
-  x0 = gaussian.predict_x0(schedule, x_t, index, eps)
+  x0 = gaussian.predict_x0(schedule, x_t=x_t, index=index, eps=eps)
   if clip_x0:
     x0 = jnp.clip(x0, -1.0, 1.0)
   if ddim_eps == 'from_x0':
-    eps = gaussian.predict_eps(schedule, x_t, index, x0)
+    eps = gaussian.predict_eps(schedule, x_t=x_t, index=index, x0=x0)
   gamma = at(schedule.gammas, index, x_t)
   gamma_prev = at(schedule.gammas_prev, index, x_t)
   sigma = eta * jnp.sqrt((1 - gamma_prev) / (1 - gamma)) * jnp.sqrt(1 - gamma / gamma_prev)
@@ -162,15 +162,18 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
   if from_noise:
     x = noise
   else:
-    x = gaussian.q_sample(schedule, start.astype(jnp.float32), jnp.full((batch,), first), noise)
+    x = gaussian.q_sample(schedule, x0=start.astype(jnp.float32), index=jnp.full((batch,), first),
+                          noise=noise)
 
   def body(i, x):
     index = jnp.full((batch,), first - i)
     out = model_fn(x, model_time(schedule, index, time_input), cond)
     z = _normal(_fold_in(step_key, first - i), x.shape).astype(x.dtype)
     if sampler == 'ddim':
-      return ddim_step(schedule, out, x, index, z, eta=eta, clip_x0=clip_x0, ddim_eps=ddim_eps)
-    return ancestral_step(schedule, out, x, index, z, variance=variance, clip_x0=clip_x0)
+      return ddim_step(schedule, model_out=out, x_t=x, index=index, noise=z, eta=eta,
+                       clip_x0=clip_x0, ddim_eps=ddim_eps)
+    return ancestral_step(schedule, model_out=out, x_t=x, index=index, noise=z, variance=variance,
+                          clip_x0=clip_x0)
 
   x = jax.lax.fori_loop(0, num_steps, body, x)
   assert x.shape == start.shape, (x.shape, start.shape)

@@ -80,7 +80,7 @@ def test_hybrid_vb_term_equals_a_direct_formula(rng):
   model_var = np.exp(frac * np.log(b) + (1 - frac) * np.log(post_var))
   expected = _kl(true_mean, post_var, model_mean, model_var).mean(axis=(1, 2, 3)) / math.log(2)
   f32 = lambda z: jnp.asarray(z, jnp.float32)
-  ours = losses.vb_term(ADM, f32(out), f32(x0), f32(x_t), jnp.asarray(index))
+  ours = losses.vb_term(ADM, model_out=f32(out), x0=f32(x0), x_t=f32(x_t), index=jnp.asarray(index))
   np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=1e-5)
 
 
@@ -88,13 +88,16 @@ def test_vb_term_trains_only_the_variance_and_uses_the_decoder_at_t1(rng):
   x0 = jnp.asarray(rng.uniform(-1, 1, (2, 2, 2, 3)), jnp.float32)
   x_t = jnp.asarray(rng.standard_normal((2, 2, 2, 3)), jnp.float32)
   out = jnp.asarray(rng.standard_normal((2, 2, 2, 6)), jnp.float32) * 0.5
-  grad = jax.grad(lambda o: jnp.sum(losses.vb_term(ADM, o, x0, x_t, jnp.array([0, 300]))))(out)
+  grad = jax.grad(lambda o: jnp.sum(losses.vb_term(ADM, model_out=o, x0=x0, x_t=x_t,
+                                                   index=jnp.array([0, 300]))))(out)
   assert float(jnp.abs(grad[..., :3]).max()) == 0.0  # stop-gradient on the mean
   assert float(jnp.abs(grad[..., 3:]).max()) > 0.0
   # At t = 1 (index 0) the term is the decoder NLL: it stays positive and bounded by 8 bits
   # per dimension only when the model mean is near x0; far away it is large.
-  near = losses.vb_term(ADM, jnp.zeros_like(out), x0, jnp.sqrt(ADM.gammas[0]) * x0, jnp.array([0, 0]))
-  far = losses.vb_term(ADM, jnp.zeros_like(out), x0, -jnp.sqrt(ADM.gammas[0]) * x0, jnp.array([0, 0]))
+  near = losses.vb_term(ADM, model_out=jnp.zeros_like(out), x0=x0,
+                        x_t=jnp.sqrt(ADM.gammas[0]) * x0, index=jnp.array([0, 0]))
+  far = losses.vb_term(ADM, model_out=jnp.zeros_like(out), x0=x0,
+                       x_t=-jnp.sqrt(ADM.gammas[0]) * x0, index=jnp.array([0, 0]))
   assert np.all(np.asarray(near) < np.asarray(far))
 
 

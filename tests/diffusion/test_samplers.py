@@ -41,12 +41,13 @@ def test_one_ancestral_step_is_algorithm_1(rng):
   a, g = 1 - SR3.betas[i], SR3.gammas[i]
   expected = (x_t - (1 - a) / math.sqrt(1 - g) * eps) / math.sqrt(a) + math.sqrt(1 - a) * z
   f32 = lambda v: jnp.asarray(v, jnp.float32)
-  ours = samplers.ancestral_step(SR3, f32(eps), f32(x_t), jnp.full((2,), i), f32(z),
-                                 variance='beta', clip_x0=False)
+  ours = samplers.ancestral_step(SR3, model_out=f32(eps), x_t=f32(x_t), index=jnp.full((2,), i),
+                                 noise=f32(z), variance='beta', clip_x0=False)
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
   # At t = 1 Algorithm 1 adds no noise.
-  last = [samplers.ancestral_step(SR3, f32(eps), f32(x_t), jnp.zeros(2, jnp.int32), f32(n),
-                                  variance='beta', clip_x0=False) for n in (z, -z)]
+  last = [samplers.ancestral_step(SR3, model_out=f32(eps), x_t=f32(x_t),
+                                  index=jnp.zeros(2, jnp.int32), noise=f32(n), variance='beta',
+                                  clip_x0=False) for n in (z, -z)]
   np.testing.assert_array_equal(last[0], last[1])
 
 
@@ -57,16 +58,19 @@ def test_variances(rng):
   i = jnp.array([37])
   for kind, expected in (('beta', np.log(ADM.betas[37])),
                          ('posterior', np.log(ADM.posterior_variance[37]))):
-    _, log_var, _ = samplers.p_mean_variance(ADM, out, x_t, i, variance=kind, clip_x0=False)
+    _, log_var, _ = samplers.p_mean_variance(ADM, model_out=out, x_t=x_t, index=i, variance=kind,
+                                             clip_x0=False)
     np.testing.assert_allclose(np.broadcast_to(log_var, x_t.shape), np.full(x_t.shape, expected),
                                rtol=1e-5)
-  _, log_var, _ = samplers.p_mean_variance(ADM, out, x_t, i, variance='learned_range',
+  _, log_var, _ = samplers.p_mean_variance(ADM, model_out=out, x_t=x_t, index=i,
+                                           variance='learned_range',
                                            clip_x0=False)
   frac = (np.asarray(v) + 1) / 2
   expected = frac * np.log(ADM.betas[37]) + (1 - frac) * np.log(ADM.posterior_variance[37])
   np.testing.assert_allclose(log_var, expected, rtol=1e-5)
   with pytest.raises(ValueError, match='needs a model with 6 output channels'):
-    samplers.p_mean_variance(ADM, x_t, x_t, i, variance='learned_range', clip_x0=False)
+    samplers.p_mean_variance(ADM, model_out=x_t, x_t=x_t, index=i, variance='learned_range',
+                             clip_x0=False)
 
 
 @pytest.mark.parametrize('respacing, start, from_noise', [
@@ -122,8 +126,8 @@ def test_model_calls_equal_the_configured_steps_with_the_right_times(respacing, 
   assert times == [kept[i] for i in reversed(range(expected_steps))]
   # The start image is noised to exactly the grid index that is denoised first.
   grid_schedule = schedules.respace(ADM, respacing)
-  noised = gaussian.q_sample(grid_schedule, Y0, jnp.full((2,), expected_steps - 1),
-                             jax.random.normal(jax.random.split(key)[0], Y0.shape))
+  noised = gaussian.q_sample(grid_schedule, x0=Y0, index=jnp.full((2,), expected_steps - 1),
+                             noise=jax.random.normal(jax.random.split(key)[0], Y0.shape))
   np.testing.assert_allclose(log[0][1], noised, atol=1e-6)
 
 
@@ -176,11 +180,12 @@ def test_per_example_keys_make_each_result_independent_of_the_rest_of_the_batch(
   assert not np.allclose(both[0], both[1])  # different keys, different draws
   # The same draws as an explicit re-statement: start noise and step noise per key.
   start_key, step_key = jax.random.split(keys[0])
-  x = gaussian.q_sample(SR3, Y0[:1], jnp.full((1,), 4),
-                        jax.random.normal(start_key, (4, 4, 3))[None])
+  x = gaussian.q_sample(SR3, x0=Y0[:1], index=jnp.full((1,), 4),
+                        noise=jax.random.normal(start_key, (4, 4, 3))[None])
   for index in range(4, -1, -1):
     z = jax.random.normal(jax.random.fold_in(step_key, index), (4, 4, 3))[None]
-    x = samplers.ancestral_step(SR3, 0.3 * x, x, jnp.full((1,), index), z, variance='beta',
+    x = samplers.ancestral_step(SR3, model_out=0.3 * x, x_t=x, index=jnp.full((1,), index),
+                                noise=z, variance='beta',
                                 clip_x0=False)
   np.testing.assert_allclose(both[:1], x, rtol=1e-5, atol=1e-5)
   with pytest.raises(TypeError, match='typed keys'):
@@ -221,8 +226,8 @@ def test_one_clipped_ddim_step_is_the_closed_form(rng, respacing, index, g, g_pr
   assert np.mean(np.abs(x0) > 1) > 0.5  # clipping is active on most elements
   v = rng.uniform(-1, 1, x_t.shape)  # learned-variance channels: DDIM ignores them
   f32 = lambda a: jnp.asarray(a, jnp.float32)
-  ours = samplers.ddim_step(schedule, f32(np.concatenate([eps, v], -1)), f32(x_t),
-                            jnp.full((2,), index), f32(z), eta=eta, clip_x0=True,
+  ours = samplers.ddim_step(schedule, model_out=f32(np.concatenate([eps, v], -1)), x_t=f32(x_t),
+                            index=jnp.full((2,), index), noise=f32(z), eta=eta, clip_x0=True,
                             ddim_eps=ddim_eps)
   expected = _ddim_closed_form(x_t, eps, z, g, g_prev, eta=eta, clip=True, ddim_eps=ddim_eps)
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
@@ -240,16 +245,18 @@ def test_without_clipping_both_ddim_conventions_agree(rng, respacing, index, g, 
   eps = rng.standard_normal(x_t.shape)  # x_0 estimates far outside [-1, 1], left unclipped
   z = rng.standard_normal(x_t.shape)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
-  steps = {c: samplers.ddim_step(schedule, f32(eps), f32(x_t), jnp.full((2,), index), f32(z),
-                                 eta=eta, clip_x0=False, ddim_eps=c) for c in samplers.DDIM_EPS}
+  steps = {c: samplers.ddim_step(schedule, model_out=f32(eps), x_t=f32(x_t),
+                                 index=jnp.full((2,), index), noise=f32(z), eta=eta, clip_x0=False,
+                                 ddim_eps=c) for c in samplers.DDIM_EPS}
   np.testing.assert_allclose(steps['model'], steps['from_x0'], rtol=1e-4, atol=1e-4)
   expected = _ddim_closed_form(x_t, eps, z, g, g_prev, eta=eta, clip=False, ddim_eps='model')
   np.testing.assert_allclose(steps['model'], expected, rtol=1e-4, atol=1e-4)
   # Clipping on, but every x_0 estimate inside [-1, 1]: nothing is clipped, so again equal.
   x0 = rng.uniform(-0.9, 0.9, x_t.shape)
   x_in = np.sqrt(g) * x0 + np.sqrt(1 - g) * eps
-  steps = [samplers.ddim_step(schedule, f32(eps), f32(x_in), jnp.full((2,), index), f32(z),
-                              eta=eta, clip_x0=True, ddim_eps=c) for c in samplers.DDIM_EPS]
+  steps = [samplers.ddim_step(schedule, model_out=f32(eps), x_t=f32(x_in),
+                              index=jnp.full((2,), index), noise=f32(z), eta=eta, clip_x0=True,
+                              ddim_eps=c) for c in samplers.DDIM_EPS]
   np.testing.assert_allclose(steps[0], steps[1], rtol=1e-4, atol=1e-4)
 
 
@@ -346,5 +353,6 @@ def test_ddim_eps_is_checked_by_name():
                           variance='beta', clip_x0=True, sampler='ddim',
                           ddim_eps='pred_noise')
   with pytest.raises(ValueError, match=r"ddim_eps='pred_noise'"):
-    samplers.ddim_step(ADM, Y0, Y0, jnp.full((2,), 3), Y0, eta=0.0, clip_x0=True,
+    samplers.ddim_step(ADM, model_out=Y0, x_t=Y0, index=jnp.full((2,), 3), noise=Y0, eta=0.0,
+                       clip_x0=True,
                        ddim_eps='pred_noise')

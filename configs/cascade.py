@@ -6,7 +6,8 @@ r"""The restore job: DiffBFR's cascade (Algorithm 1) on a folder of degraded fac
     -> runs/restored/<same relative name>.png for every readable image under LQ_FACES (512x512),
        a line per batch with the ETA, and at the end the list of files that could not be read.
 
-The argument picks the cascade and, after a comma, the network size:
+The argument names the cascade and the network size, comma-separated in any order (the one
+preset syntax of every config file, common.parse_preset):
   ''        TEM-w, the full DiffBFR (Table 2's last row): IRM-1 2000 steps from noise, IRM-2 from
             N1 = 1000, TEM from N2 = 100 (3100 network evaluations per face).
   irm_c_t   IRM-1 then IRM-2 from N1 = 1000, no TEM (Table 2 "IRM-c-t").
@@ -50,11 +51,8 @@ def _stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  parts = (arg or '').split(',')
-  cascade, size = parts[0], (parts[1] if len(parts) > 1 else '')
-  if cascade not in CASCADES or size not in SIZES or len(parts) > 2:
-    raise ValueError(f'Unknown cascade preset {arg!r}; expected CASCADE[,SIZE] with CASCADE in '
-                     f'{CASCADES} and SIZE in {SIZES}.')
+  preset = common.parse_preset(arg, cascade=CASCADES[1:], size=SIZES[1:])
+  cascade, size = preset['cascade'], preset['size']
   stage_size = size or None
   config = ml_collections.ConfigDict()
   config.job = 'restore'

@@ -133,13 +133,44 @@ def sampling(*, start_step: int, from_noise: bool, variance: str, clip_x0: bool,
   ))
 
 
+def parse_preset(arg, **groups) -> dict:
+  """The one preset syntax of every config file: `FILE:NAME[,NAME...]`, each name from one of
+  `groups` ({group: allowed names}), at most one per group, in any order. Returns {group: name}
+  with '' for a group not named ('' everywhere: the paper's configuration)."""
+  chosen = dict.fromkeys(groups, '')
+  for name in (n.strip() for n in (arg or '').split(',')):
+    if not name:
+      continue
+    group = next((g for g, allowed in groups.items() if name in allowed), None)
+    if group is None or chosen[group]:
+      listed = '; '.join(f'{g}: {", ".join(allowed)}' for g, allowed in groups.items())
+      raise ValueError(f'Unknown config preset {name!r} in {arg!r}; expected comma-separated '
+                       f"names, at most one of each group ({listed}; none = the paper's "
+                       'configuration).')
+    chosen[group] = name
+  return chosen
+
+
 def preset_name(arg) -> str:
-  """The preset selected by `--config=configs/<stage>.py:<arg>` ('' for the paper config)."""
-  name = arg or ''
-  if name not in PRESETS:
-    raise ValueError(f'Unknown config preset {name!r}; expected one of {PRESETS} '
-                     "('' = the paper's configuration).")
-  return name
+  """The size preset of a stage config (`--config=configs/<stage>.py:smoke`; '' = the paper's)."""
+  return parse_preset(arg, size=PRESETS[1:])['size']
+
+
+def small_preset(config: ml_collections.ConfigDict, preset: str, **train) -> None:
+  """What the `:smoke` and `:demo` presets of the three stages share, set after the stage has
+  set its small network (config.model): the bundled faces read at 32 and the stage's faces at
+  the network's size; `:smoke` trains 4 steps of batch 2 (a test's budget), `:demo` 1500 steps
+  of batch 32 with a higher rate and a shorter EMA (minutes on a CPU). `train` overrides these."""
+  config.data.source.kind = 'bundled'
+  config.data.update(source_size=32, image_size=config.model.image_size)
+  if preset == 'smoke':
+    config.train.update(batch_size=2, num_steps=4, learning_rate=1e-4, warmup_steps=0,
+                        log_every=2, checkpoint_every=2)
+  elif preset == 'demo':
+    config.train.update(batch_size=32, learning_rate=2e-4, num_steps=1500, ema_decay=0.995)
+  else:
+    raise ValueError(f"small_preset: preset={preset!r}; expected 'smoke' or 'demo'")
+  config.train.update(train)
 
 
 def finish(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

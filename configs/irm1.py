@@ -60,14 +60,10 @@ def get_config(arg=None):
   if preset == 'smoke':
     config.model.update(inner_channels=16, channel_mults=(1, 2), attn_res=(8,), res_blocks=1,
                         dropout=0.1, norm_groups=8, image_size=16)
-    config.data.update(image_size=16, source_size=32)
-    config.data.source.kind = 'bundled'
-    config.train.update(batch_size=2, num_steps=4, log_every=2, checkpoint_every=2)
   elif preset == 'demo':
     config.model.update(inner_channels=32, channel_mults=(1, 2, 2), attn_res=(8,), res_blocks=1,
                         dropout=0.0, norm_groups=16, image_size=16)
-    config.data.update(image_size=16, source_size=32)
-    config.data.source.kind = 'bundled'
-    config.train.update(batch_size=32, learning_rate=2e-4, num_steps=1500, ema_decay=0.995)
+  if preset:
+    common.small_preset(config, preset)
 
   return common.finish(config)

@@ -63,16 +63,10 @@ def get_config(arg=None):
     config.model.update(image_size=32, model_channels=16, channel_mult=(1, 2),
                         num_res_blocks=(1, 2), attention_resolutions=(16,), num_head_channels=16,
                         norm_groups=8)
-    config.data.update(image_size=32, source_size=32)
-    config.data.source.kind = 'bundled'
-    config.train.update(batch_size=2, num_steps=4, warmup_steps=0, log_every=2,
-                        checkpoint_every=2)
+    common.small_preset(config, preset)
   elif preset == 'demo':
     config.model.update(image_size=32, channel_mult=(1, 2, 2, 2), num_res_blocks=(1, 1, 1, 1),
                         attention_resolutions=(8,), num_head_channels=32)
-    config.data.update(image_size=32, source_size=32)
-    config.data.source.kind = 'bundled'
-    config.train.update(batch_size=32, learning_rate=2e-4, num_steps=1500, warmup_steps=100,
-                        ema_decay=0.995)
+    common.small_preset(config, preset, warmup_steps=100)  # DifFace warms up; a short one here
 
   return common.finish(config)

@@ -74,6 +74,32 @@ def test_unknown_preset_is_named():
     tem.get_config('tiny')
 
 
+def test_stages_and_the_cascade_share_one_preset_syntax():
+  """Comma-separated names, one per group, in any order, for every config file."""
+  from configs import cascade  # pylint: disable=g-import-not-at-top
+  assert cascade.get_config('demo,fast').to_dict() == cascade.get_config('fast,demo').to_dict()
+  assert tem.get_config('smoke,').to_dict() == tem.get_config('smoke').to_dict()
+  for bad in ('fast,irm_c', 'smoke,demo'):  # two of one group
+    with pytest.raises(ValueError, match='at most one of each group'):
+      cascade.get_config(bad)
+  with pytest.raises(ValueError, match="Unknown config preset 'fast'"):
+    tem.get_config('fast')  # a cascade name is no stage preset
+
+
+@pytest.mark.parametrize('preset', ['smoke', 'demo'])
+def test_the_small_presets_share_their_data_and_training_fields(preset):
+  """Set once in configs/common.py: the bundled faces at 32, each stage's faces at its network's
+  size, and the same batch and steps for the three stages."""
+  configs = [m.get_config(preset) for m in (irm1, irm2, tem)]
+  for config in configs:
+    assert config.data.source.kind == 'bundled' and config.data.source_size == 32
+    assert config.data.image_size == config.model.image_size
+  shared = {'smoke': ('batch_size', 'num_steps', 'learning_rate', 'log_every', 'checkpoint_every'),
+            'demo': ('batch_size', 'num_steps', 'learning_rate', 'ema_decay')}[preset]
+  for field in shared:
+    assert len({c.train[field] for c in configs}) == 1, field
+
+
 def test_sub_dicts_are_locked_against_typos():
   config = irm1.get_config()
   config.lock()

@@ -61,6 +61,20 @@ def describe() -> str:
           f'{jax.local_devices()}')
 
 
+def device_label() -> str:
+  """'<device kind> x <local devices>', as the benchmarks print it."""
+  return f'{jax.local_devices()[0].device_kind} x {jax.local_device_count()}'
+
+
+def local_device_count() -> int:
+  return jax.local_device_count()
+
+
+def device_memory_stats() -> dict:
+  """The first local device's memory statistics ({} where the platform keeps none, the CPU)."""
+  return jax.local_devices()[0].memory_stats() or {}
+
+
 def is_multihost() -> bool:
   return jax.process_count() > 1
 

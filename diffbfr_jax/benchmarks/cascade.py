@@ -79,7 +79,7 @@ def main(argv):
   evaluations, per_face = measure(config, size=FLAGS.size, batch=FLAGS.batch,
                                   repeats=FLAGS.repeats, config_dir=FLAGS.config_dir)
   dtypes = {name: config[name].dtype or 'as trained' for name in evaluations}
-  print(f'device: {jax.devices()[0].device_kind} x {jax.local_device_count()}  cascade: '
+  print(f'device: {parallel.device_label()}  cascade: '
         f'{FLAGS.cascade or "paper"}  size: {FLAGS.size or "paper"}  image: {config.image_size}  '
         f'batch: {FLAGS.batch}  dtype: {dtypes}')
   print('network evaluations per face: ' + ' + '.join(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from diffbfr_jax import models
+from diffbfr_jax import parallel
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
@@ -73,7 +74,7 @@ def main(argv):
   config = FLAGS.config
   per_eval, per_step = measure(config, steps=FLAGS.steps, batch=FLAGS.batch,
                                repeats=FLAGS.repeats)
-  print(f'device: {jax.devices()[0].device_kind}  stage: {config.stage}  '
+  print(f'device: {parallel.device_label()}  stage: {config.stage}  '
         f'image: {config.model.image_size}  batch: {FLAGS.batch}  steps: {FLAGS.steps}')
   print(f'bare network evaluation: {per_eval * 1e3:.3f} ms')
   print(f'chain, per reverse step: {per_step * 1e3:.3f} ms')

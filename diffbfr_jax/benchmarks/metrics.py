@@ -16,6 +16,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from diffbfr_jax import parallel
 from diffbfr_jax.metrics import inception
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
@@ -63,7 +64,7 @@ def measure(*, batch: int, repeats: int, size: int = 512) -> dict:
 def main(argv):
   del argv
   rates = measure(batch=FLAGS.batch, repeats=FLAGS.repeats, size=FLAGS.size)
-  print(f'device: {jax.devices()[0].device_kind} x {jax.local_device_count()}  image: '
+  print(f'device: {parallel.device_label()}  image: '
         f'{FLAGS.size}  batch: {FLAGS.batch}')
   for name, rate in rates.items():
     print(f'{name}: {rate:.2f} images/s')

@@ -45,7 +45,7 @@ def measure(config, *, steps: int):
   step_fn = parallel.pmap_train_step(functools.partial(
       train.train_step, loss_fn=train.make_loss_fn(config, model, schedule), tx=tx,
       ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
-  devices = jax.local_device_count()
+  devices = parallel.local_device_count()
   per_device = tc.batch_size // devices
   size = config.model.image_size
   rng = np.random.default_rng(0)
@@ -62,7 +62,7 @@ def measure(config, *, steps: int):
     state, metrics = step_fn(state, batch, key)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
-  stats = jax.local_devices()[0].memory_stats() or {}
+  stats = parallel.device_memory_stats()
   if 'peak_bytes_in_use' in stats:
     peak, where = stats['peak_bytes_in_use'], 'device peak_bytes_in_use'
   else:
@@ -74,7 +74,7 @@ def main(argv):
   del argv
   config = FLAGS.config
   rate, peak, where = measure(config, steps=FLAGS.steps)
-  print(f'device: {jax.devices()[0].device_kind} x {jax.local_device_count()}  stage: '
+  print(f'device: {parallel.device_label()}  stage: '
         f'{config.stage}  image: {config.model.image_size}  batch: {config.train.batch_size}  '
         f'dtype: {config.model.dtype}  remat: {config.model.remat}  microbatches: '
         f'{config.train.microbatches}')

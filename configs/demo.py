@@ -33,18 +33,27 @@ def get_config(arg=None):
   # 'fast': every chain on a respaced grid (IRM-1 100, IRM-2 '100', TEM '250': 100 + 50 + 25
   # evaluations for tem_w); 'full': the paper's chains (2000 + 1000 + 100).
   config.grids = 'fast'
-  # Optimizer steps of each stage (batch 32, the :demo presets' other settings): about 14
+  # Optimizer steps of each stage (batch 16, the :demo presets' other settings): about 10
   # minutes of training on a 2-core CPU in all.
-  config.steps = ml_collections.ConfigDict(dict(irm1=700, irm2=250, tem=250, irm_s=250))
+  config.steps = ml_collections.ConfigDict(dict(irm1=1400, irm2=500, tem=500, irm_s=500))
   # The weights the cascade samples with: 'params' (the raw weights) or 'ema_params'. Runs this
-  # short are too short for the presets' EMA (decay 0.995 keeps 0.995^250 = 29% of the random
-  # initial weights after 250 steps).
+  # short are too short for the presets' EMA (docs/demo.md measures it).
   config.params = 'params'
   # Restorations per face (sample k from key (seed, face name, k), as the restore job's). With
   # K > 1 the mean of the K samples, a Monte Carlo estimate of the posterior mean, is scored too
-  # (one more row per stage, one more grid column) and every sample is kept in
-  # <workdir>/restored_<row>.npz.
-  config.num_samples = 1
+  # (one more row per stage, one more grid column); every sample is kept in
+  # <workdir>/restored_<row>.npz, and every printed number is computed from that file.
+  config.num_samples = 8
+  # The demo's samplers, a demo choice: fields of each stage's `sampling` (diffusion.samplers.
+  # make_sampler) set on top of the stage config's, which is Algorithm 1's. IRM-1 and IRM-2 use
+  # the sampler of SR3's code (the posterior variance with each x_0 estimate clipped to [-1, 1])
+  # instead of Algorithm 1's sigma^2 = beta without clipping: with networks trained for minutes
+  # it is worth several dB (docs/demo.md). TEM keeps its own (DifFace's) sampler.
+  config.sampling = ml_collections.ConfigDict(dict(
+      irm1=dict(variance='posterior', clip_x0=True),
+      irm2=dict(variance='posterior', clip_x0=True),
+      tem=ml_collections.ConfigDict(),
+  ))
   config.lpips_net = 'vgg'  # 'vgg' | 'alex'
   config.networks = 'demo'  # the stage presets: 'demo', or 'smoke' (tiny, for tests)
   # The folder of the stage configs (<config_dir>/irm1.py, ...) and configs/cascade.py, relative

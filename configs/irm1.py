@@ -63,6 +63,9 @@ def get_config(arg=None):
   elif preset == 'demo':
     config.model.update(inner_channels=32, channel_mults=(1, 2, 2), attn_res=(8,), res_blocks=1,
                         dropout=0.0, norm_groups=16, image_size=16)
+    # A noise level per example instead of SR3's one per batch: lower-variance gradients, which
+    # a run of minutes needs (docs/demo.md).
+    config.diffusion.loss.per_example_t = True
   if preset:
     common.small_preset(config, preset)
 

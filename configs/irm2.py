@@ -64,8 +64,11 @@ def get_config(arg=None):
   elif preset == 'demo':
     config.model.update(inner_channels=32, channel_mults=(1, 2, 2, 2), attn_res=(8,),
                         res_blocks=1, norm_groups=16, image_size=32)
+    # As IRM-1's :demo: a noise level per example (docs/demo.md).
+    config.diffusion.loss.per_example_t = True
   if preset:
-    common.small_preset(config, preset)
+    # :demo trains IRM-2 at twice the other stages' rate (docs/demo.md).
+    common.small_preset(config, preset, **({'learning_rate': 2e-3} if preset == 'demo' else {}))
     config.data.condition_size = 16  # the small IRM-1's size
 
   return common.finish(config)

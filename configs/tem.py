@@ -67,6 +67,6 @@ def get_config(arg=None):
   elif preset == 'demo':
     config.model.update(image_size=32, channel_mult=(1, 2, 2, 2), num_res_blocks=(1, 1, 1, 1),
                         attention_resolutions=(8,), num_head_channels=32)
-    common.small_preset(config, preset, warmup_steps=100)  # DifFace warms up; a short one here
+    common.small_preset(config, preset)
 
   return common.finish(config)

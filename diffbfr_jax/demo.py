@@ -27,7 +27,9 @@ from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
 
 ROWS = {'tem_w': 'TEM-w (DiffBFR)', 'irm_c_t': 'IRM-c-t', 'irm_c': 'IRM-c', 'irm_s': 'IRM-s'}
-FAST_GRIDS = {'irm1': '100', 'irm2': '100', 'tem': '250'}  # configs/cascade.py's :fast
+# The fields of configs/cascade.py's `fast` preset that make its chains (grid and sampler); the
+# demo's own sampling choices (config.sampling) stay.
+CHAIN_FIELDS = ('respacing', 'start_grid', 'sampler', 'eta')
 
 
 def _rows(config) -> list:
@@ -83,15 +85,16 @@ def train_stages(names, config, root: pathlib.Path) -> None:
 
 
 def held_out_faces(config, root: pathlib.Path):
-  """(names, LQ, GT) of the held-out faces as uint8 [N, 32, 32, 3], degraded once with Eq. 13."""
-  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
-  from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
-
-  pipeline.keep_tensorflow_on_cpu()
+  """(names, LQ, GT) of the held-out faces as uint8 [N, 32, 32, 3], degraded once with Eq. 13
+  into <root>/test_set the first time (TensorFlow is imported only then)."""
   stage = stage_config('irm2', config)
   size, folder = stage.data.image_size, root / 'test_set'
   if not (folder / 'manifest.json').exists():
+    from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
+    from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
+    from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
+
+    pipeline.keep_tensorflow_on_cpu()
     faces = sources.bundled_faces('test', size)
     for index in range(len(faces)):
       path = folder / 'hq' / f'{faces.name(index)}.png'
@@ -99,23 +102,21 @@ def held_out_faces(config, root: pathlib.Path):
       Image.fromarray(faces.load(index)).save(path)
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
                            degradation=dict(stage.data.degradation))
-  manifest = json.loads((folder / 'manifest.json').read_text())
-  names = [entry['name'] for entry in manifest['images']]
-
-  def read(kind):
-    return np.stack([np.asarray(Image.open(folder / entry[kind]))
-                     for entry in manifest['images']])
-
-  return names, read('lq'), read('gt')
+  return read_test_set(root)
 
 
 def cascade_config(row: str, config, root: pathlib.Path):
+  """The cascade config of Table 2 row `row` on the demo's stages: the demo's sampling choices
+  on top of the stage configs', and with grids='fast' the chains of configs/cascade.py's `fast`."""
   ccfg = config_files.stage_config(config.config_dir, 'cascade', f'{row},{config.networks}')
+  fast = (config_files.stage_config(config.config_dir, 'cascade', f'fast,{config.networks}')
+          if config.grids == 'fast' else None)
   for name in cascade.STAGES:
     ccfg[name].checkpoint = str(root / name)
     ccfg[name].params = config.params
-    if config.grids == 'fast':
-      ccfg[name].sampling.respacing = FAST_GRIDS[name]
+    ccfg[name].sampling.update(config.sampling[name])
+    if fast is not None:
+      ccfg[name].sampling.update({f: fast[name].sampling[f] for f in CHAIN_FIELDS})
   if row == 'irm_s':
     ccfg.irm2.checkpoint = str(root / 'irm_s')
   return ccfg
@@ -162,6 +163,54 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def read_test_set(root: pathlib.Path):
+  """(names, LQ, GT) of the held-out faces as written in <root>/test_set: uint8 [N, S, S, 3]."""
+  folder = root / 'test_set'
+  manifest = json.loads((folder / 'manifest.json').read_text())
+  names = [entry['name'] for entry in manifest['images']]
+
+  def read(kind):
+    return np.stack([np.asarray(Image.open(folder / entry[kind]))
+                     for entry in manifest['images']])
+
+  return names, read('lq'), read('gt')
+
+
+def read_restored(root: pathlib.Path, row: str, names):
+  """{stage: uint8 [K, N, S, S, 3]} of <root>/restored_<row>.npz, in cascade order, checked to
+  hold the faces `names` in that order."""
+  path = root / f'restored_{row}.npz'
+  with np.load(path) as saved:
+    if list(saved['names']) != list(names):
+      raise ValueError(f'{path}: its faces are not those of {root / "test_set"}')
+    return {name: saved[name] for name in cascade.STAGES if name in saved.files}
+
+
+def mean_of_samples(samples) -> np.ndarray:
+  """uint8 [K, N, S, S, 3] -> the mean over the K samples, rounded to uint8 [N, S, S, 3]."""
+  return np.round(samples.astype(np.float64).mean(axis=0)).astype(np.uint8)
+
+
+def report(root: pathlib.Path, rows, lpips_net: str) -> dict:
+  """{row label: {psnr, ssim, lpips}}, computed only from the files the demo wrote: the pairs
+  in <root>/test_set and the samples in <root>/restored_<row>.npz. One row per stage for the
+  first sample and, with K > 1 samples, one per stage for the mean of the K."""
+  names, lq, gt = read_test_set(root)
+  results = {'LQ input': scores(lq, gt, lpips_net)}
+  for row in rows:
+    restored = read_restored(root, row, names)
+    stages = list(restored)
+    k = len(restored[stages[-1]])
+    images = [('', {s: v[0] for s, v in restored.items()})]
+    if k > 1:
+      images.append((f', mean of {k}', {s: mean_of_samples(v) for s, v in restored.items()}))
+    for suffix, outputs in images:
+      for stage in stages:
+        last = ' = output' if stage == stages[-1] else ''
+        results[f'{ROWS[row]}: {stage}{last}{suffix}'] = scores(outputs[stage], gt, lpips_net)
+  return results
+
+
 def run(config, workdir) -> dict:
   if not workdir:
     raise ConfigError('--workdir is required: the demo trains and writes into it')
@@ -173,7 +222,6 @@ def run(config, workdir) -> dict:
   names, lq, gt = held_out_faces(config, root)
   print(f'Held-out faces: {len(names)} (LFW 80-99 and the astronaut), degraded with Eq. 13 '
         f'(seed {config.test_seed}) in {root / "test_set"}', flush=True)
-  results = {'LQ input': scores(lq, gt, config.lpips_net)}
   k = config.num_samples
   for row in rows:
     t0 = time.perf_counter()
@@ -181,24 +229,21 @@ def run(config, workdir) -> dict:
     steps = ' + '.join(str(cascade.num_steps(s)) for s in stages)
     print(f'{ROWS[row]}: {steps} network evaluations per face, {len(names)} faces x {k} '
           f'sample(s) in {time.perf_counter() - t0:.0f} s (with compilation)', flush=True)
-    restored = {name: restore.to_uint8(v) for name, v in samples.items()}  # [K, N, 32, 32, 3]
-    first = {name: v[0] for name, v in restored.items()}
-    mean = ({name: restore.to_uint8(v.mean(axis=0)) for name, v in samples.items()}
-            if k > 1 else None)
-    for suffix, images in [('', first)] + ([(f', mean of {k}', mean)] if mean else []):
-      for stage in stages:
-        last = ' = output' if stage is stages[-1] else ''
-        results[f'{ROWS[row]}: {stage.name}{last}{suffix}'] = scores(images[stage.name], gt,
-                                                                     config.lpips_net)
-    np.savez_compressed(root / f'restored_{row}.npz', names=np.array(names), **restored)
+    path = root / f'restored_{row}.npz'
+    np.savez_compressed(path, names=np.array(names),
+                        **{name: restore.to_uint8(v) for name, v in samples.items()})
+    restored = read_restored(root, row, names)
+    last = list(restored)[-1]
     grid = root / f'grid_{row}.png'
-    write_grid(grid, lq, first, gt, mean=mean[stages[-1].name] if mean else None)
-    print(f'    grid: {grid}; every sample: {root / f"restored_{row}.npz"}', flush=True)
-  report = table(results)
-  print(report)
+    write_grid(grid, lq, {s: v[0] for s, v in restored.items()}, gt,
+               mean=mean_of_samples(restored[last]) if k > 1 else None)
+    print(f'    grid: {grid}; every sample: {path}', flush=True)
+  results = report(root, rows, config.lpips_net)
+  print(table(results))
   print(f'Total {time.perf_counter() - start:.0f} s. LPIPS-{config.lpips_net}; lower is better.')
   (root / 'results.json').write_text(json.dumps(
       {'rows': rows, 'grids': config.grids, 'seed': config.seed, 'test_seed': config.test_seed,
-       'num_samples': k, 'steps': config.steps.to_dict(), 'results': results}, indent=1))
+       'num_samples': k, 'steps': config.steps.to_dict(),
+       'sampling': config.sampling.to_dict(), 'results': results}, indent=1))
   logging.info('Wrote %s', root / 'results.json')
   return results

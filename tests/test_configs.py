@@ -95,7 +95,7 @@ def test_the_small_presets_share_their_data_and_training_fields(preset):
     assert config.data.source.kind == 'bundled' and config.data.source_size == 32
     assert config.data.image_size == config.model.image_size
   shared = {'smoke': ('batch_size', 'num_steps', 'learning_rate', 'log_every', 'checkpoint_every'),
-            'demo': ('batch_size', 'num_steps', 'learning_rate', 'ema_decay')}[preset]
+            'demo': ('batch_size', 'num_steps', 'warmup_steps', 'ema_decay')}[preset]
   for field in shared:
     assert len({c.train[field] for c in configs}) == 1, field
 

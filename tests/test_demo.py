@@ -13,6 +13,23 @@ from configs import demo as demo_config
 from configs import tem
 from diffbfr_jax import main
 from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.metrics import lpips
+
+
+def _printed_table(out: str) -> dict:
+  """{label: (PSNR, SSIM, LPIPS)} of the markdown table the demo printed."""
+  rows = {}
+  for line in out.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if line.startswith('| ') and len(cells) == 4 and cells[1] not in ('PSNR (dB)', '---'):
+      rows[cells[0]] = tuple(float(c) for c in cells[1:])
+  return rows
+
+
+def _ssim(x, y):  # the paper's SSIM settings (tests/metrics/test_psnr_ssim.py)
+  return skmetrics.structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=255,
+                                         channel_axis=-1)
 
 
 def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
@@ -35,36 +52,41 @@ def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
                            row + 'tem = output, mean of 2']
   manifest = json.loads((tmp_path / 'test_set' / 'manifest.json').read_text())
   assert len(manifest['images']) == 21 and manifest['size'] == 32
-  lq = np.stack([np.asarray(Image.open(tmp_path / 'test_set' / e['lq'])) for e in
-                 manifest['images']]).astype(np.float64)
-  gt = np.stack([np.asarray(Image.open(tmp_path / 'test_set' / e['gt'])) for e in
-                 manifest['images']]).astype(np.float64)
-  expected = np.mean([skmetrics.peak_signal_noise_ratio(g, q, data_range=255)
-                      for g, q in zip(gt, lq)])
-  assert results['LQ input']['psnr'] == pytest.approx(expected, abs=1e-3)
-  for values in results.values():
-    assert 0 <= values['lpips'] and -1 <= values['ssim'] <= 1 and np.isfinite(values['psnr'])
+  lq, gt = (np.stack([np.asarray(Image.open(tmp_path / 'test_set' / e[kind]))
+                      for e in manifest['images']]) for kind in ('lq', 'gt'))
 
   # Every sample is kept; the first one is what the single-sample rows score.
   restored = np.load(tmp_path / 'restored_tem_w.npz')
   assert list(restored['names']) == [e['name'] for e in manifest['images']]
-  tem = restored['tem'].astype(np.float64)
+  tem = restored['tem']
   assert tem.shape == (2, 21, 32, 32, 3) and restored['irm1'].shape == (2, 21, 32, 32, 3)
-  assert np.abs(tem[0] - tem[1]).max() > 0  # each sample has its own key
-  first = np.mean([skmetrics.peak_signal_noise_ratio(g, o, data_range=255)
-                   for g, o in zip(gt, tem[0])])
-  assert results[row + 'tem = output']['psnr'] == pytest.approx(first, abs=1e-3)
+  assert np.abs(tem[0].astype(int) - tem[1]).max() > 0  # each sample has its own key
+
+  # Every number of the printed table is recomputed here from the files alone (PSNR and SSIM
+  # by scikit-image): the test set's PNGs and the saved samples, their mean rounded to 8 bits.
+  expected = {'LQ input': lq}
+  for suffix, pick in (('', lambda v: v[0]),
+                       (', mean of 2', lambda v: np.round(v.mean(axis=0)).astype(np.uint8))):
+    for stage in ('irm1', 'irm2', 'tem'):
+      label = row + stage + (' = output' if stage == 'tem' else '') + suffix
+      expected[label] = pick(restored[stage].astype(np.float64)).astype(np.uint8)
+  printed = _printed_table(out)
+  assert list(printed) == list(expected)
+  for label, images in expected.items():
+    psnr = np.mean([skmetrics.peak_signal_noise_ratio(g, o, data_range=255)
+                    for g, o in zip(gt, images)])
+    ssim = np.mean([_ssim(g, o) for g, o in zip(gt, images)])
+    lpips_value = float(np.mean(lpips.lpips(images, gt, net='vgg')))
+    assert printed[label][0] == pytest.approx(psnr, abs=0.0051), label
+    assert printed[label][1] == pytest.approx(ssim, abs=6e-5), label
+    assert printed[label][2] == pytest.approx(lpips_value, abs=6e-5), label
 
   grid = np.asarray(Image.open(tmp_path / 'grid_tem_w.png'))
   assert grid.shape == (21 * 32 * 4, 6 * 32 * 4, 3)  # LQ | IRM-1 | IRM-2 | TEM | mean | GT
-  np.testing.assert_array_equal(grid[:128:4, -128::4], gt[0].astype(np.uint8))
-  # The mean column: the two samples averaged (within the rounding of each to 8 bits), and
-  # exactly the image the mean row scores.
+  np.testing.assert_array_equal(grid[:128:4, -128::4], gt[0])
+  # The mean column is exactly the image the mean row scores.
   mean = np.stack([grid[128 * i:128 * (i + 1):4, -256:-128:4] for i in range(21)])
-  assert np.abs(mean - tem.mean(axis=0)).max() <= 1.0
-  mean_psnr = np.mean([skmetrics.peak_signal_noise_ratio(g, m.astype(np.float64), data_range=255)
-                       for g, m in zip(gt, mean)])
-  assert results[row + 'tem = output, mean of 2']['psnr'] == pytest.approx(mean_psnr, abs=1e-3)
+  np.testing.assert_array_equal(mean, expected[row + 'tem = output, mean of 2'])
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['results'] == results and saved['rows'] == ['tem_w'] and saved['num_samples'] == 2
 

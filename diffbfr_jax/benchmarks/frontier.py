@@ -1,0 +1,167 @@
+r"""The speed/quality frontier of the cascade: network evaluations against restoration quality.
+
+  python -m diffbfr_jax.benchmarks.frontier --workdir=runs/demo
+
+Restores the demo's held-out faces (`<workdir>/test_set`, written by the demo job) with the
+demo's trained stages (`<workdir>/irm1`, `irm2`, `tem`) along every chain of CHAINS, for each of
+--seeds seeds (one sample per face and seed, keys as the demo's), and prints per chain the
+network evaluations per face, the seconds per face (compiled chain, all faces in one batch,
+median over the seeds) and PSNR / SSIM / LPIPS: the mean over faces and seeds, +- the standard
+deviation of the per-seed means. Every chain uses the demo's sampling choices
+(`configs/demo.py`'s `sampling`) unless the chain sets the field itself; `paper, Algorithm 1`
+uses the stage configs' own (the paper's) samplers, and `fast` the chains of
+`configs/cascade.py`'s `fast` preset. Writes `<workdir>/frontier.json`.
+"""
+
+import json
+import pathlib
+import statistics
+import time
+import zlib
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from diffbfr_jax import cascade
+from diffbfr_jax import config_files
+from diffbfr_jax import demo
+from diffbfr_jax import parallel
+from diffbfr_jax import restore
+
+FLAGS = flags.FLAGS
+
+_OFF = None  # a stage switched off in a chain
+_PAPER = {'irm1': {}, 'irm2': {}, 'tem': {}}  # every step of the training grids
+
+# name: (label, {stage: sampling fields on top of the demo's, or _OFF}). DDIM chains: each stage
+# on a DDIM grid, eta 0, about 4:2:1 evaluations between the stages as the :fast preset.
+CHAINS = {
+    'paper': ("paper chains (2000 + 1000 + 100), the demo's samplers", _PAPER),
+    'paper_alg1': ('paper chains, Algorithm 1 samplers', 'alg1'),
+    'fast': ("configs/cascade.py's `fast` preset", 'fast'),
+    'ancestral175': ('ancestral, 100 + 50 + 25', {
+        'irm1': dict(respacing='100'), 'irm2': dict(respacing='100'),
+        'tem': dict(respacing='250')}),
+    'ancestral300': ('ancestral, 170 + 85 + 43', {
+        'irm1': dict(respacing='170'), 'irm2': dict(respacing='170'),
+        'tem': dict(respacing='430')}),
+    'ddim100': ('DDIM, 56 + 28 + 16', {
+        'irm1': dict(sampler='ddim', respacing='ddim56'),
+        'irm2': dict(sampler='ddim', respacing='ddim56'),
+        'tem': dict(sampler='ddim', respacing='ddim160')}),
+    'ddim50': ('DDIM, 28 + 14 + 8', {
+        'irm1': dict(sampler='ddim', respacing='ddim28'),
+        'irm2': dict(sampler='ddim', respacing='ddim28'),
+        'tem': dict(sampler='ddim', respacing='ddim80')}),
+    'ddim25': ('DDIM, 14 + 7 + 4', {
+        'irm1': dict(sampler='ddim', respacing='ddim14'),
+        'irm2': dict(sampler='ddim', respacing='ddim14'),
+        'tem': dict(sampler='ddim', respacing='ddim40')}),
+    'ddim10': ('DDIM, 6 + 2 + 2', {
+        'irm1': dict(sampler='ddim', respacing='ddim6'),
+        'irm2': dict(sampler='ddim', respacing='ddim4'),
+        'tem': dict(sampler='ddim', respacing='ddim20')}),
+    'tem_only': ('TEM only: the LQ face diffused to N2 = 100, TEM (DifFace without its '
+                 'estimator)', {'irm1': _OFF, 'irm2': _OFF, 'tem': {}}),
+}
+
+
+def _define_flags():
+  flags.DEFINE_string('workdir', 'runs/demo', 'The demo workdir: trained stages and test set.')
+  flags.DEFINE_string('config', 'configs/demo.py', 'The demo config (its sampling choices).')
+  flags.DEFINE_list('chains', list(CHAINS), f'Chains to run, of {list(CHAINS)}.')
+  flags.DEFINE_integer('seeds', 3, 'Seeds (one sample per face each).')
+
+
+def chain_config(name: str, demo_config, root: pathlib.Path):
+  """The cascade config of chain `name`: the demo's row tem_w (its sampling choices, every
+  step of the training grids) with the chain's fields."""
+  _, stages = CHAINS[name]
+  demo_config = demo_config.copy_and_resolve_references()
+  demo_config.grids = 'fast' if stages == 'fast' else 'full'
+  ccfg = demo.cascade_config('tem_w', demo_config, root)
+  if stages == 'alg1':  # the stage configs' own samplers on the paper's grids
+    paper = config_files.stage_config(demo_config.config_dir, 'cascade', demo_config.networks)
+    for stage in cascade.STAGES:
+      ccfg[stage].sampling = paper[stage].sampling
+  if isinstance(stages, str):
+    return ccfg
+  for stage, fields in stages.items():
+    if fields is _OFF:
+      ccfg[stage].enabled = False
+    else:
+      ccfg[stage].sampling.update(fields)
+  return ccfg
+
+
+def measure(name: str, demo_config, root: pathlib.Path, names, lq, gt, seeds: int) -> dict:
+  """{'evaluations', 'seconds_per_face', metric: (mean, spread)} of chain `name`."""
+  stages, params = cascade.load(chain_config(name, demo_config, root))
+  fn = jax.jit(cascade.make_cascade(stages))
+  hashes = np.array([zlib.crc32(n.encode()) for n in names], np.uint32)
+  batch = {'lq': lq.astype(np.float32) / 127.5 - 1.0}
+  compiled = None
+  per_seed, times = {'psnr': [], 'ssim': [], 'lpips': []}, []
+  for seed in range(seeds):
+    inputs = {**batch, 'key': restore.face_keys(seed, hashes, np.zeros_like(hashes))}
+    if compiled is None:
+      compiled = fn.lower(params, inputs).compile()
+    t0 = time.perf_counter()
+    output = jax.block_until_ready(compiled(params, inputs)['output'])
+    times.append(time.perf_counter() - t0)
+    images = restore.to_uint8(cascade.resize(output, gt.shape[1]))
+    for metric, value in demo.scores(images, gt, demo_config.lpips_net).items():
+      per_seed[metric].append(value)
+  result = {'label': CHAINS[name][0],
+            'evaluations': sum(cascade.num_steps(s) for s in stages),
+            'stages': {s.name: cascade.num_steps(s) for s in stages},
+            'seconds_per_face': statistics.median(times) / len(names)}
+  for metric, values in per_seed.items():
+    result[metric] = (float(np.mean(values)), float(np.std(values)))
+  return result
+
+
+def table(lq_scores: dict, results: dict) -> str:
+  lines = ['| chain | evaluations per face | s per face | PSNR (dB) | SSIM | LPIPS |',
+           '|---|---|---|---|---|---|',
+           f'| LQ input | | | {lq_scores["psnr"]:.2f} | {lq_scores["ssim"]:.4f} | '
+           f'{lq_scores["lpips"]:.4f} |']
+  for r in results.values():
+    cells = [f'{r["psnr"][0]:.2f} +- {r["psnr"][1]:.2f}',
+             f'{r["ssim"][0]:.4f} +- {r["ssim"][1]:.4f}',
+             f'{r["lpips"][0]:.4f} +- {r["lpips"][1]:.4f}']
+    lines.append(f'| {r["label"]} | {r["evaluations"]} | {r["seconds_per_face"]:.3f} | '
+                 + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  unknown = [c for c in FLAGS.chains if c not in CHAINS]
+  if unknown:
+    raise app.UsageError(f'--chains: unknown {unknown}; expected names of {list(CHAINS)}')
+  demo_config = config_files.load(FLAGS.config)
+  root = pathlib.Path(FLAGS.workdir).absolute()
+  names, lq, gt = demo.held_out_faces(demo_config, root)
+  lq_scores = demo.scores(lq, gt, demo_config.lpips_net)
+  print(f'device: {parallel.device_label()}  faces: {len(names)} (32x32)  seeds: {FLAGS.seeds}  '
+        f'stages: {root}', flush=True)
+  results = {}
+  for name in FLAGS.chains:
+    t0 = time.perf_counter()
+    results[name] = measure(name, demo_config, root, names, lq, gt, FLAGS.seeds)
+    print(f'{name}: {results[name]["evaluations"]} evaluations per face, '
+          f'{time.perf_counter() - t0:.0f} s', flush=True)
+  print(table(lq_scores, results))
+  print(f'LPIPS-{demo_config.lpips_net}; lower is better. +- is the standard deviation of the '
+        f'{FLAGS.seeds} per-seed means.')
+  (root / 'frontier.json').write_text(json.dumps(
+      {'device': parallel.device_label(), 'seeds': FLAGS.seeds, 'lq': lq_scores,
+       'chains': results}, indent=1))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

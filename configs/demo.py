@@ -2,20 +2,17 @@ r"""The demo job: DiffBFR end to end on the faces bundled with scikit-image, on 
 
   python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo
     -> trains the :demo IRM-1, IRM-2 and TEM on LFW faces 0-79 (runs/demo/<stage>), degrades
-       the held-out faces (LFW 80-99 and the astronaut) with Eq. 13 (runs/demo/test_set), runs
-       the cascade on them, writes runs/demo/grid_<row>.png (LQ | IRM-1 | IRM-2 | TEM | GT) and
-       prints PSNR, SSIM and LPIPS of the LQ input and of every stage's output.
-    Measured (2-core CPU, 2026-12-02, `make demo` from a fresh clone): 629 s; LQ input
-    17.04 dB / 0.2415 / 0.6607, output (TEM) 9.30 dB / 0.0924 / 0.7836 (PSNR / SSIM / LPIPS-VGG):
-    at this budget the cascade does not yet beat its input (docs/demo.md).
+       the held-out faces (LFW 80-99 and the astronaut) with Eq. 13 (runs/demo/test_set),
+       restores each 8 times with the cascade (runs/demo/restored_tem_w.npz), writes
+       runs/demo/grid_<row>.png (LQ | IRM-1 | IRM-2 | TEM | mean | GT) and prints PSNR, SSIM
+       and LPIPS of the LQ input and of every stage's output, for the first sample and the mean.
+    Measured (2-core CPU, 2026-12-02, `make demo` from a fresh clone): 686 s; LQ input
+    17.04 dB / 0.2415 / 0.6607, output (TEM) 15.72 / 0.3373 / 0.4786 for one sample and
+    17.59 / 0.4356 / 0.3869 for the mean of 8 (PSNR / SSIM / LPIPS-VGG; docs/demo.md).
 
-A longer run (about 70 minutes; docs/demo.md has its figures, measured with the code of
-2026-11-22) that also scores the mean of 6 restorations per face:
-  python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo_long \
-      --config.steps.irm1=4000 --config.steps.irm2=1500 --config.steps.tem=1500 \
-      --config.num_samples=6
-
-A finished stage is not trained again, so re-running with other `rows` only samples.
+The training recipe (the :demo presets, `steps`) and the samplers (`sampling`) are demo choices,
+each measured in docs/demo.md. A finished stage is not trained again, so re-running with other
+`rows` only samples.
 """
 
 import ml_collections
@@ -30,8 +27,8 @@ def get_config(arg=None):
   # Table 2 rows to run, comma-separated: tem_w (DiffBFR), irm_c_t, irm_c, irm_s. irm_s trains
   # one more network (the IRM-2 demo network conditioned on the LQ face) into <workdir>/irm_s.
   config.rows = 'tem_w'
-  # 'fast': every chain on a respaced grid (IRM-1 100, IRM-2 '100', TEM '250': 100 + 50 + 25
-  # evaluations for tem_w); 'full': the paper's chains (2000 + 1000 + 100).
+  # 'fast': the chains of configs/cascade.py's `fast` preset (100 + 50 + 25 evaluations for
+  # tem_w); 'full': the paper's chains (2000 + 1000 + 100).
   config.grids = 'fast'
   # Optimizer steps of each stage (batch 16, the :demo presets' other settings): about 10
   # minutes of training on a 2-core CPU in all.

@@ -36,3 +36,26 @@ def test_metrics_benchmark_runs_on_small_images():
   assert set(rates) == {'psnr', 'ssim', 'lpips (vgg)', 'lpips (alex)', 'niqe',
                         'fid (inception features)'}
   assert all(rate > 0 for rate in rates.values())
+
+
+def test_frontier_runs_its_chains_on_smoke_stages(smoke_runs, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import demo  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.benchmarks import frontier  # pylint: disable=g-import-not-at-top
+
+  for name in ('irm1', 'irm2', 'tem'):
+    shutil.copytree(smoke_runs[name], tmp_path / name)
+  config = demo_config.get_config()
+  config.networks = 'smoke'
+  config.config_dir = str(pathlib.Path(__file__).resolve().parents[2] / 'configs')
+  names, lq, gt = demo.held_out_faces(config, tmp_path)
+  result = frontier.measure('ddim10', config, tmp_path, names, lq, gt, seeds=2)
+  # DDIM grids of 6 (IRM-1, all of it), 4 (IRM-2: the 2 at or below N1 = 1000 of 2000) and
+  # 20 (TEM: the 2 at or below N2 = 100 of 1000) steps.
+  assert result['stages'] == {'irm1': 6, 'irm2': 2, 'tem': 2} and result['evaluations'] == 10
+  assert result['seconds_per_face'] > 0
+  assert result['psnr'][1] > 0  # two seeds, two different restorations
+  assert 0 < result['lpips'][0] and -1 <= result['ssim'][0] <= 1
+  only = frontier.measure('tem_only', config, tmp_path, names, lq, gt, seeds=1)
+  assert only['stages'] == {'tem': 100}

@@ -1,6 +1,8 @@
 """The benchmarks run end to end (their figures are printed, not asserted)."""
 
 import pathlib
+
+import pytest
 from configs import tem
 from diffbfr_jax.benchmarks import chain_overhead
 
@@ -59,3 +61,27 @@ def test_frontier_runs_its_chains_on_smoke_stages(smoke_runs, tmp_path):
   assert 0 < result['lpips'][0] and -1 <= result['ssim'][0] <= 1
   only = frontier.measure('tem_only', config, tmp_path, names, lq, gt, seeds=1)
   assert only['stages'] == {'tem': 100}
+
+
+def test_peer_benchmark_times_each_kind_of_case_with_our_code(monkeypatch):
+  from diffbfr_jax.benchmarks import peer  # pylint: disable=g-import-not-at-top
+
+  tiny = dict(peer.SMALL, inner_channel=8, norm_groups=4, channel_mults=(1, 2), attn_res=(8,),
+              res_blocks=1, image_size=16)
+  monkeypatch.setattr(peer, 'CHAIN_STEPS', 3)
+  monkeypatch.setattr(peer, 'CASES', {
+      'train': ('t', 'train', tiny, 2, 'img/s', 1), 'chain': ('c', 'chain', tiny, 1, 'ms/step', 1),
+      'forward': ('f', 'forward', tiny, 1, 's', 1)})
+  figures = {name: peer.ours(name) for name in peer.CASES}
+  assert all(f > 0 for f in figures.values())
+  results = {name: {'peer': [2 * f, 4 * f], 'ours': [f]} for name, f in figures.items()}
+  rows = peer.table(results, list(peer.CASES)).splitlines()[2:]
+  # The peer's mean is 3x ours: a third of its rate (train) or three times as fast (times).
+  assert [row.split('|')[-2].strip() for row in rows] == ['0.33', '3.00', '3.00']
+
+
+def test_peer_benchmark_names_a_checkout_without_sr3s_files(tmp_path):
+  from diffbfr_jax.benchmarks import peer  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(FileNotFoundError, match=r'sr3_modules/unet\.py not found'):
+    peer.peer_modules(tmp_path)

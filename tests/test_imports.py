@@ -9,7 +9,8 @@ import pytest
 @pytest.mark.parametrize('module', [
     'diffbfr_jax.main', 'diffbfr_jax.models', 'diffbfr_jax.summary', 'diffbfr_jax.diffusion.samplers',
     'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead',
-    'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.train', 'diffbfr_jax.cascade',
+    'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.benchmarks.peer', 'diffbfr_jax.train',
+    'diffbfr_jax.cascade',
     'diffbfr_jax.restore', 'diffbfr_jax.benchmarks.cascade', 'diffbfr_jax.evaluate',
     'diffbfr_jax.metrics.psnr_ssim', 'diffbfr_jax.metrics.lpips', 'diffbfr_jax.metrics.niqe',
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',

@@ -61,13 +61,17 @@ SCHEDULE = dict(schedule='linear', n_timestep=2000, linear_start=1e-6, linear_en
 
 
 def _define_flags():
-  flags.DEFINE_string('sr3_root', None, "A checkout of Janspiry's SR3 code (the peer).")
+  flags.DEFINE_string('sr3-root', None, "A checkout of Janspiry's SR3 code (the peer).")
   flags.DEFINE_integer('rounds', 2, 'Rounds of all cases, peer and ours alternated.')
   flags.DEFINE_list('cases', list(CASES), f'Cases to run, of {list(CASES)}.')
   flags.DEFINE_integer('threads', 2, "The peer's torch threads (torch.set_num_threads).")
   flags.DEFINE_string('out', None, 'Write every figure to this JSON file.')
   flags.DEFINE_enum('worker', None, ['ours', 'peer'], 'Internal: time one case in this process.')
   flags.DEFINE_string('case', None, 'Internal: the case a worker times.')
+
+
+def _sr3_root():
+  return FLAGS['sr3-root'].value
 
 
 def _median_seconds(fn, repeats, warmup=1):
@@ -223,8 +227,8 @@ def peer(name, root, threads):
 def _run_worker(who, name):
   args = [sys.executable, '-m', 'diffbfr_jax.benchmarks.peer', f'--worker={who}', f'--case={name}',
           f'--threads={FLAGS.threads}']
-  if FLAGS.sr3_root:
-    args.append(f'--sr3_root={FLAGS.sr3_root}')
+  if _sr3_root():
+    args.append(f'--sr3-root={_sr3_root()}')
   env = dict(os.environ, TQDM_DISABLE='1')
   proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
@@ -237,7 +241,7 @@ def _run_worker(who, name):
 def _versions():
   import jax  # pylint: disable=g-import-not-at-top
   out = {'python': platform.python_version(), 'jax': jax.__version__}
-  if FLAGS.sr3_root:
+  if _sr3_root():
     import torch  # pylint: disable=g-import-not-at-top
     out['torch'] = torch.__version__
   return out
@@ -264,20 +268,23 @@ def main(argv):
     if FLAGS.case not in CASES:
       raise app.UsageError(f'--case={FLAGS.case!r}; expected one of {list(CASES)}.')
     figure = (ours(FLAGS.case) if FLAGS.worker == 'ours'
-              else peer(FLAGS.case, FLAGS.sr3_root, FLAGS.threads))
+              else peer(FLAGS.case, _sr3_root(), FLAGS.threads))
     print('RESULT ' + json.dumps(figure))
     return
   unknown = [c for c in FLAGS.cases if c not in CASES]
   if unknown:
     raise app.UsageError(f'--cases: unknown {unknown}; expected some of {list(CASES)}.')
-  if FLAGS.sr3_root:
-    peer_modules(FLAGS.sr3_root)  # a wrong path stops here, before any timing
+  if _sr3_root():
+    try:  # a wrong path stops here, before any timing
+      peer_modules(_sr3_root())
+    except (FileNotFoundError, ImportError) as e:
+      raise app.UsageError(str(e)) from e
   results = {name: {'peer': [], 'ours': []} for name in FLAGS.cases}
   for r in range(FLAGS.rounds):
     for name in FLAGS.cases:
       order = ['peer', 'ours'] if r % 2 == 0 else ['ours', 'peer']
       for who in order:
-        if who == 'peer' and not FLAGS.sr3_root:
+        if who == 'peer' and not _sr3_root():
           continue
         results[name][who].append(_run_worker(who, name))
         print(f'round {r + 1}, {name}, {who}: {results[name][who][-1]:.4g} {CASES[name][4]}',

@@ -65,6 +65,7 @@ def _define_flags():
   flags.DEFINE_integer('rounds', 2, 'Rounds of all cases, peer and ours alternated.')
   flags.DEFINE_list('cases', list(CASES), f'Cases to run, of {list(CASES)}.')
   flags.DEFINE_integer('threads', 2, "The peer's torch threads (torch.set_num_threads).")
+  flags.DEFINE_string('config_dir', 'configs', 'The folder of the stage configs (IRM-1 is used).')
   flags.DEFINE_string('out', None, 'Write every figure to this JSON file.')
   flags.DEFINE_enum('worker', None, ['ours', 'peer'], 'Internal: time one case in this process.')
   flags.DEFINE_string('case', None, 'Internal: the case a worker times.')
@@ -101,10 +102,9 @@ def _speed(kind, peer, ours):
 
 # ----------------------------------------------------------------------------------- ours
 
-def _our_config(net, batch):
+def _our_config(net, batch, config_dir):
   from diffbfr_jax import config_files  # pylint: disable=g-import-not-at-top
-  config = config_files.stage_config(str(pathlib.Path(__file__).resolve().parents[2] / 'configs'),
-                                     'irm1')
+  config = config_files.stage_config(config_dir, 'irm1')
   config.model.update(in_channels=net['in_channel'], out_channels=net['out_channel'],
                       inner_channels=net['inner_channel'], norm_groups=net['norm_groups'],
                       channel_mults=tuple(net['channel_mults']), attn_res=tuple(net['attn_res']),
@@ -113,47 +113,24 @@ def _our_config(net, batch):
   config.train.update(batch_size=batch, optimizer='adam', learning_rate=1e-4, warmup_steps=0,
                       microbatches=1)
   config.diffusion.loss.update(kind='l1', per_example_t=False)
+  config.sampling.update(variance='posterior', clip_x0=True)  # SR3's p_sample
   return config
 
 
-def ours(name):
-  """Times one case with this project's code; returns the case's figure."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax import models  # pylint: disable=g-import-not-at-top
+def ours(name, config_dir='configs'):
+  """Times one case with this project's code (the train-step and chain-overhead benchmarks);
+  returns the case's figure."""
+  from diffbfr_jax.benchmarks import chain_overhead  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.diffusion import samplers  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.diffusion import schedules  # pylint: disable=g-import-not-at-top
 
   _, kind, net, batch, _, repeats = CASES[name]
-  config = _our_config(net, batch)
+  config = _our_config(net, batch, config_dir)
   if kind == 'train':
     rate, _, _ = train_step.measure(config, steps=repeats)
     return rate
-  model = models.create_model(config.model_type, **config.model)
-  size = net['image_size']
-  x = jax.random.normal(jax.random.key(1), (batch, size, size, 3))
-  cond = jax.random.normal(jax.random.key(2), (batch, size, size, 3))
-  params = jax.jit(model.init)(jax.random.key(0), x, jnp.full((batch,), 0.5), cond)
-  if kind == 'forward':
-    apply = jax.jit(lambda p, x_t, level, c: model.apply(p, x_t, level, c, train=False))
-    level = jnp.full((batch,), 0.5)
-    seconds = _median_seconds(lambda: jax.block_until_ready(apply(params, x, level, cond)),
-                              repeats)
-    return _figure(kind, batch, seconds)
-  schedule = schedules.make_schedule(**config.diffusion.schedule)
-  schedule = schedules.respace(schedule, str(CHAIN_STEPS))
-
-  @jax.jit
-  def chain(params, key, c):
-    return samplers.sample_chain(
-        lambda x_t, time_, cc: model.apply(params, x_t, time_, cc), schedule, key, c,
-        num_steps=CHAIN_STEPS, time_input='noise_level', cond=c, from_noise=True,
-        variance='posterior', clip_x0=True)
-
-  seconds = _median_seconds(
-      lambda: jax.block_until_ready(chain(params, jax.random.key(3), cond)), repeats)
-  return _figure(kind, batch, seconds)
+  steps = CHAIN_STEPS if kind == 'chain' else 1  # 'forward' times the bare evaluation only
+  per_eval, per_step = chain_overhead.measure(config, steps=steps, batch=batch, repeats=repeats)
+  return _figure(kind, batch, per_step * CHAIN_STEPS if kind == 'chain' else per_eval)
 
 
 # ----------------------------------------------------------------------------------- peer
@@ -226,7 +203,7 @@ def peer(name, root, threads):
 
 def _run_worker(who, name):
   args = [sys.executable, '-m', 'diffbfr_jax.benchmarks.peer', f'--worker={who}', f'--case={name}',
-          f'--threads={FLAGS.threads}']
+          f'--threads={FLAGS.threads}', f'--config_dir={FLAGS.config_dir}']
   if _sr3_root():
     args.append(f'--sr3-root={_sr3_root()}')
   env = dict(os.environ, TQDM_DISABLE='1')
@@ -267,7 +244,7 @@ def main(argv):
   if FLAGS.worker:
     if FLAGS.case not in CASES:
       raise app.UsageError(f'--case={FLAGS.case!r}; expected one of {list(CASES)}.')
-    figure = (ours(FLAGS.case) if FLAGS.worker == 'ours'
+    figure = (ours(FLAGS.case, FLAGS.config_dir) if FLAGS.worker == 'ours'
               else peer(FLAGS.case, _sr3_root(), FLAGS.threads))
     print('RESULT ' + json.dumps(figure))
     return

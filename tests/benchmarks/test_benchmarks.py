@@ -72,7 +72,8 @@ def test_peer_benchmark_times_each_kind_of_case_with_our_code(monkeypatch):
   monkeypatch.setattr(peer, 'CASES', {
       'train': ('t', 'train', tiny, 2, 'img/s', 1), 'chain': ('c', 'chain', tiny, 1, 'ms/step', 1),
       'forward': ('f', 'forward', tiny, 1, 's', 1)})
-  figures = {name: peer.ours(name) for name in peer.CASES}
+  config_dir = str(pathlib.Path(__file__).resolve().parents[2] / 'configs')
+  figures = {name: peer.ours(name, config_dir) for name in peer.CASES}
   assert all(f > 0 for f in figures.values())
   results = {name: {'peer': [2 * f, 4 * f], 'ours': [f]} for name, f in figures.items()}
   rows = peer.table(results, list(peer.CASES)).splitlines()[2:]

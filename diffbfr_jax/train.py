@@ -71,23 +71,14 @@ def make_loss_fn(config, model, schedule):
   loss = losses.noise_level_loss if time_input == 'noise_level' else losses.timestep_loss
 
   def loss_fn(params, batch, key):
+    dropout_keys = None
     if config.model.get('dropout', 0.0) > 0:
       dropout_keys = losses.example_keys(jax.random.fold_in(key, DROPOUT_STREAM),
                                          batch['gt'].shape[0], batch['id'])
 
-      def one(x_t, time_, cond, k):
-        out = model.apply({'params': params}, x_t[None], time_[None],
-                          None if cond is None else cond[None], train=True, rngs={'dropout': k})
-        return out[0]
-
-      def model_fn(x_t, time_, cond):
-        time_ = jnp.broadcast_to(time_, x_t.shape[:1] + jnp.shape(time_)[1:])
-        if cond is None:
-          return jax.vmap(lambda x, t, k: one(x, t, None, k))(x_t, time_, dropout_keys)
-        return jax.vmap(one)(x_t, time_, cond, dropout_keys)
-    else:
-      def model_fn(x_t, time_, cond):  # no dropout: nothing random in the network
-        return model.apply({'params': params}, x_t, time_, cond, train=True)
+    def model_fn(x_t, time_, cond):
+      return model.apply({'params': params}, x_t, time_, cond, train=True,
+                         dropout_keys=dropout_keys)
     return loss(model_fn, schedule, batch['gt'], key, batch.get('cond'),
                 example_ids=batch['id'], **config.diffusion.loss)
 

@@ -26,7 +26,7 @@ class ResBlock(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x, emb, train: bool):
+  def __call__(self, x, emb, train: bool, dropout_keys=None):
     h = layers.group_norm(x, self.norm_groups, name='in_layers_0')
     h = layers.conv(self.features, 3, name='in_layers_2', dtype=self.dtype,
                     kernel_init=_init)(nn.silu(h))
@@ -34,9 +34,7 @@ class ResBlock(nn.Module):
                            kernel_init=_init)(nn.silu(emb))
     scale, shift = jnp.split(emb_out[:, None, None, :].astype(h.dtype), 2, axis=-1)
     h = layers.group_norm(h, self.norm_groups, name='out_layers_0') * (1 + scale) + shift
-    h = nn.silu(h)
-    if self.dropout > 0:
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = layers.dropout(self, nn.silu(h), self.dropout, train, dropout_keys)
     h = layers.conv(self.features, 3, name='out_layers_3', dtype=self.dtype, kernel_init=_zero)(h)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, 1, name='skip_connection', dtype=self.dtype,
@@ -71,7 +69,9 @@ class ADMUNet(nn.Module):
   """DifFace's ADM UNet. Field names follow DifFace's `diffusion_ffhq512.yaml` (configs/tem.py).
 
   Call: `model.apply(variables, x_t, t, cond=None, train=False, rngs={'dropout': key})` with
-  `x_t` [B, H, W, in_channels] and `t` [B] (model timesteps, integer-valued). Returns
+  `x_t` [B, H, W, in_channels] and `t` [B] (model timesteps, integer-valued);
+  `dropout_keys=[B] keys` instead of the rng draws each example's dropout masks from its own key
+  (layers.dropout). Returns
   [B, H, W, out_channels] float32; with learned variance the channels are [eps (3), v (3)].
   """
   image_size: int = 512  # attention resolutions are absolute, counted from this size
@@ -88,7 +88,7 @@ class ADMUNet(nn.Module):
   remat: bool = False  # rematerialise each residual block in the backward pass
 
   @nn.compact
-  def __call__(self, x_t, t, cond=None, *, train: bool = False):
+  def __call__(self, x_t, t, cond=None, *, train: bool = False, dropout_keys=None):
     dtype = jnp.dtype(self.dtype)
     x, t = layers.network_input(x_t, t, cond, image_size=self.image_size,
                                 num_levels=len(self.channel_mult), channels=self.in_channels,
@@ -105,7 +105,8 @@ class ADMUNet(nn.Module):
     emb = layers.dense(4 * c, name='time_embed_2', dtype=dtype, kernel_init=_init)(nn.silu(emb))
 
     def res_block(h, features, name):
-      return res_block_cls(features, self.norm_groups, self.dropout, dtype, name=name)(h, emb, train)
+      return res_block_cls(features, self.norm_groups, self.dropout, dtype, name=name)(
+          h, emb, train, dropout_keys)
 
     def attention(h, name):
       return attn_cls(self.num_head_channels, self.norm_groups, dtype, name=name)(h)

@@ -6,6 +6,7 @@ and it keeps bfloat16 training stable).
 """
 
 import math
+import zlib
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -192,6 +193,30 @@ class Upsample(nn.Module):
   def __call__(self, x):
     return conv(x.shape[-1], 3, name='conv', dtype=self.dtype,
                 kernel_init=self.kernel_init)(upsample_nearest(x))
+
+
+def dropout(module: nn.Module, x, rate: float, train: bool, keys=None):
+  """Inverted dropout inside `module` (drop with probability `rate`, scale the rest by
+  1 / (1 - rate)); the identity unless `train`.
+
+  `keys` None: one mask for the batch from `module.make_rng('dropout')`, as `nn.Dropout`.
+  `keys` [B] (one key per example): example i's mask comes from `keys[i]` folded with the
+  module's path, so it does not depend on which other examples share the batch (the train step
+  keys them by example id). The network runs once on the whole batch either way.
+  """
+  if not train or rate == 0:
+    return x
+  keep = 1.0 - rate
+  if keys is None:
+    mask = jax.random.bernoulli(module.make_rng('dropout'), keep, x.shape)
+  else:
+    if keys.shape != x.shape[:1]:
+      raise ValueError(f'dropout_keys: one key per example expected, shape {x.shape[:1]}; got '
+                       f'{keys.shape}')
+    layer = zlib.crc32('/'.join(module.scope.path).encode())
+    mask = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, layer), keep,
+                                                   x.shape[1:]))(keys)
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
 def softmax_f32(logits, dtype: Dtype):

@@ -24,11 +24,10 @@ class Block(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, dropout_keys=None):
     h = layers.group_norm(x, self.norm_groups, name='block_0')
     h = nn.swish(h)
-    if self.dropout > 0:
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = layers.dropout(self, h, self.dropout, train, dropout_keys)
     return layers.conv(self.features, 3, name='block_3', dtype=self.dtype, kernel_init=_init)(h)
 
 
@@ -51,10 +50,11 @@ class ResnetBlock(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x, emb, train: bool):
+  def __call__(self, x, emb, train: bool, dropout_keys=None):
     h = Block(self.features, self.norm_groups, 0.0, self.dtype, name='block1')(x, train)
     h = FeatureWiseAffine(self.features, self.dtype, name='noise_func')(h, emb)
-    h = Block(self.features, self.norm_groups, self.dropout, self.dtype, name='block2')(h, train)
+    h = Block(self.features, self.norm_groups, self.dropout, self.dtype,
+              name='block2')(h, train, dropout_keys)
     if x.shape[-1] != self.features:
       x = layers.conv(self.features, 1, name='res_conv', dtype=self.dtype, kernel_init=_init)(x)
     return h + x
@@ -87,9 +87,9 @@ class ResnetBlocWithAttn(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x, emb, train: bool):
+  def __call__(self, x, emb, train: bool, dropout_keys=None):
     x = ResnetBlock(self.features, self.norm_groups, self.dropout, self.dtype,
-                    name='res_block')(x, emb, train)
+                    name='res_block')(x, emb, train, dropout_keys)
     if self.with_attn:
       x = SelfAttention(self.norm_groups, self.dtype, name='attn')(x)
     return x
@@ -99,7 +99,9 @@ class SR3UNet(nn.Module):
   """SR3's UNet. Field names follow SR3's JSON configs (`configs/irm1.py`, `configs/irm2.py`).
 
   Call: `model.apply(variables, x_t, noise_level, cond, train=False, rngs={'dropout': key})`
-  with `x_t` [B, H, W, 3], `noise_level` [B] (sqrt(gamma)) and `cond` [B, H, W, Cc] or None.
+  with `x_t` [B, H, W, 3], `noise_level` [B] (sqrt(gamma)) and `cond` [B, H, W, Cc] or None;
+  `dropout_keys=[B] keys` instead of the rng draws each example's dropout masks from its own key
+  (layers.dropout).
   The network input is `concat[cond, x_t]` (condition channels first, as SR3). Returns
   [B, H, W, out_channels] float32.
   """
@@ -116,7 +118,7 @@ class SR3UNet(nn.Module):
   remat: bool = False  # rematerialise each residual block in the backward pass
 
   @nn.compact
-  def __call__(self, x_t, noise_level, cond=None, *, train: bool = False):
+  def __call__(self, x_t, noise_level, cond=None, *, train: bool = False, dropout_keys=None):
     dtype = jnp.dtype(self.dtype)
     x, noise_level = layers.network_input(
         x_t, noise_level, cond, image_size=self.image_size, num_levels=len(self.channel_mults),
@@ -135,7 +137,7 @@ class SR3UNet(nn.Module):
 
     def res_block(h, features, with_attn, name):
       return block(features, self.norm_groups, self.dropout, with_attn, dtype,
-                   name=name)(h, emb, train)
+                   name=name)(h, emb, train, dropout_keys)
 
     last = len(self.channel_mults) - 1
     h = layers.conv(c, 3, name='downs_0', dtype=dtype, kernel_init=_init)(x)

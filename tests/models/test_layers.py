@@ -126,3 +126,25 @@ def test_conv3x3_values_and_gradients_match_xlas_convolution(rng):
     grad = lambda f: jax.grad(lambda v, k: jnp.sum(weights * f(v, k)), argnums=(0, 1))(x, kernel)
     for ours, theirs in zip(grad(layers.conv3x3), grad(reference)):
       np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_drops_at_its_rate_and_scales_what_it_keeps():
+  class Drop(nn.Module):
+    @nn.compact
+    def __call__(self, x, keys=None):
+      return layers.dropout(self, x, 0.2, True, keys)
+
+  x = jnp.ones((4, 64, 64, 8))
+  keys = jax.random.split(jax.random.key(0), 4)
+  out = np.asarray(Drop().apply({}, x, keys))
+  assert set(np.unique(out)) == {0.0, np.float32(1 / 0.8)}
+  kept = (out > 0).mean(axis=(1, 2, 3))  # 32,768 Bernoulli(0.8) draws each: sd 0.0022
+  np.testing.assert_allclose(kept, 0.8, atol=0.01)
+  assert all(not np.array_equal(out[0], out[i]) for i in range(1, 4))
+  # Example i's mask is its key's wherever it sits in the batch.
+  swapped = np.asarray(Drop().apply({}, x, keys[::-1]))
+  np.testing.assert_array_equal(swapped[::-1], out)
+  # One rng for the batch, as nn.Dropout; off outside training.
+  shared = np.asarray(Drop().apply({}, x, rngs={'dropout': jax.random.key(1)}))
+  np.testing.assert_allclose((shared > 0).mean(), 0.8, atol=0.005)
+  assert np.array_equal(layers.dropout(None, x, 0.2, False), x)

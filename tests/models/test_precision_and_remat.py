@@ -57,9 +57,10 @@ def test_remat_gives_the_same_gradients(get_config):
           == jax.tree_util.tree_structure(
               jax.eval_shape(remat.init, jax.random.key(0), x_t, time, cond)['params']))
 
+  keys = jax.random.split(jax.random.key(5), x_t.shape[0])  # IRM-1's smoke network drops out
+
   def loss(model, p):
-    out = model.apply({'params': p}, x_t, time, cond, train=True,
-                      rngs={'dropout': jax.random.key(5)})
+    out = model.apply({'params': p}, x_t, time, cond, train=True, dropout_keys=keys)
     return jnp.mean(out ** 2)
 
   g_plain = jax.jit(jax.grad(lambda p: loss(plain, p)))(params)
@@ -67,3 +68,23 @@ def test_remat_gives_the_same_gradients(get_config):
   for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
   assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(g_plain)) > 0
+
+
+@pytest.mark.parametrize('get_config', [irm1.get_config, tem.get_config])
+def test_each_examples_dropout_masks_come_from_its_own_key(get_config):
+  """The network runs once on the batch, and each output is the one that example gets alone
+  with its key: what makes the train step's masks independent of how a batch is split."""
+  model, x_t, time, cond = _setup(get_config, dropout=0.3)
+  params = {'params': _random_params(model, x_t, time, cond)}
+  keys = jax.random.split(jax.random.key(11), x_t.shape[0])
+  apply = jax.jit(lambda x, t, c, k: model.apply(params, x, t, c, train=True, dropout_keys=k))
+  batched = apply(x_t, time, cond, keys)
+  for i in range(x_t.shape[0]):
+    alone = apply(x_t[i:i + 1], time[i:i + 1], None if cond is None else cond[i:i + 1],
+                  keys[i:i + 1])
+    np.testing.assert_allclose(batched[i], alone[0], rtol=0, atol=1e-5)
+  # The masks do something: other keys, or no dropout, give other outputs.
+  other = apply(x_t, time, cond, jax.random.split(jax.random.key(12), x_t.shape[0]))
+  plain = model.apply(params, x_t, time, cond)
+  assert float(jnp.abs(other - batched).max()) > 1e-3
+  assert float(jnp.abs(plain - batched).max()) > 1e-3

@@ -66,6 +66,16 @@ def device_label() -> str:
   return f'{jax.local_devices()[0].device_kind} x {jax.local_device_count()}'
 
 
+def device_info() -> dict:
+  """The local devices as the benchmarks record them: kind, count, platform, its runtime's
+  version, and the first device's memory limit (0 where the platform reports none, the CPU)."""
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  return dict(kind=device.device_kind, count=jax.local_device_count(), platform=device.platform,
+              platform_version=getattr(device.client, 'platform_version', ''),
+              memory_limit_bytes=int(stats.get('bytes_limit', 0)))
+
+
 def local_device_count() -> int:
   return jax.local_device_count()
 

@@ -33,8 +33,8 @@ def _define_flags():
   flags.mark_flag_as_required('config')
 
 
-def measure(config, *, steps: int):
-  """Returns (images per second, peak bytes, where the peak was read)."""
+def build(config):
+  """(the pmapped train step, the placed state, the step key): the train job's step."""
   tc = config.train
   model = models.create_model(config.model_type, **config.model)
   schedule = schedules.make_schedule(**config.diffusion.schedule)
@@ -45,15 +45,24 @@ def measure(config, *, steps: int):
   step_fn = parallel.pmap_train_step(functools.partial(
       train.train_step, loss_fn=train.make_loss_fn(config, model, schedule), tx=tx,
       ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+  return step_fn, state, jax.random.key(1)
+
+
+def synthetic_batch(config, per_device_batch: int) -> dict:
+  """Uniform random images, `per_device_batch` on each local device, as the step takes them."""
   devices = parallel.local_device_count()
-  per_device = tc.batch_size // devices
   size = config.model.image_size
   rng = np.random.default_rng(0)
-  batch = {'gt': rng.uniform(-1, 1, (devices, per_device, size, size, 3)).astype(np.float32),
-           'id': np.arange(devices * per_device).reshape(devices, per_device)}
+  shape = (devices, per_device_batch, size, size, 3)
+  batch = {'gt': rng.uniform(-1, 1, shape).astype(np.float32),
+           'id': np.arange(devices * per_device_batch).reshape(devices, per_device_batch)}
   if config.model.in_channels > 3:
-    batch['cond'] = rng.uniform(-1, 1, batch['gt'].shape).astype(np.float32)
-  key = jax.random.key(1)
+    batch['cond'] = rng.uniform(-1, 1, shape).astype(np.float32)
+  return batch
+
+
+def median_step_seconds(step_fn, state, batch, key, steps: int) -> float:
+  """Median seconds of `steps` train steps, after one untimed step (the compile, if any)."""
   state, metrics = step_fn(state, batch, key)
   jax.block_until_ready(metrics)
   times = []
@@ -62,12 +71,26 @@ def measure(config, *, steps: int):
     state, metrics = step_fn(state, batch, key)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def peak_memory():
+  """(peak bytes, where they were read): the accelerator's `peak_bytes_in_use` where JAX reports
+  it, otherwise the process's peak resident memory (CPU)."""
   stats = parallel.device_memory_stats()
   if 'peak_bytes_in_use' in stats:
-    peak, where = stats['peak_bytes_in_use'], 'device peak_bytes_in_use'
-  else:
-    peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'process peak RSS'
-  return tc.batch_size / statistics.median(times), peak, where
+    return stats['peak_bytes_in_use'], 'device peak_bytes_in_use'
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'process peak RSS'
+
+
+def measure(config, *, steps: int):
+  """Returns (images per second, peak bytes, where the peak was read)."""
+  batch_size = config.train.batch_size
+  step_fn, state, key = build(config)
+  batch = synthetic_batch(config, batch_size // parallel.local_device_count())
+  seconds = median_step_seconds(step_fn, state, batch, key, steps)
+  peak, where = peak_memory()
+  return batch_size / seconds, peak, where
 
 
 def main(argv):

@@ -86,3 +86,87 @@ def test_peer_benchmark_names_a_checkout_without_sr3s_files(tmp_path):
 
   with pytest.raises(FileNotFoundError, match=r'sr3_modules/unet\.py not found'):
     peer.peer_modules(tmp_path)
+
+
+def test_accelerator_benchmark_fits_the_batch_on_the_memory_line():
+  from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+
+  # 10 bytes at batch 1, 13 at 2: 7 fixed + 3 per image; 7 + 3 * 11 = 40 fits, 12 images do not.
+  assert accelerator.fitted_batch(10, 13, limit=40, max_batch=256) == 11
+  assert accelerator.fitted_batch(10, 13, limit=42.9, max_batch=256) == 11
+  assert accelerator.fitted_batch(10, 13, limit=40, max_batch=8) == 8
+  assert accelerator.fitted_batch(10, 13, limit=9, max_batch=256) == 0
+  assert accelerator.fitted_batch(10, 10, limit=11, max_batch=64) == 64  # no growth seen
+
+
+def test_accelerator_benchmark_knows_the_data_sheet_peaks():
+  from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+
+  assert accelerator.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16', 0)[0] == 989.4
+  assert accelerator.peak_tflops('NVIDIA H100 PCIe', 'bfloat16', 0)[0] == 756.0
+  assert accelerator.peak_tflops('TPU v5 lite', 'bfloat16', 0)[0] == 197.0
+  assert accelerator.peak_tflops('TPU v5', 'bfloat16', 0)[0] == 459.0
+  assert accelerator.peak_tflops('cpu', 'bfloat16', 0)[0] is None
+  assert accelerator.peak_tflops('NVIDIA H200', 'float32', 0)[0] is None
+  assert accelerator.peak_tflops('cpu', 'float32', 2.5) == (2.5, '--peak_tflops')
+
+
+def test_accelerator_benchmark_runs_without_tensorflow(tmp_path):
+  """The command as documented, from the repository root, with TensorFlow made unimportable:
+  a smoke-size run of each kind of measurement writes the documented results file."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  root = pathlib.Path(__file__).resolve().parents[2]
+  for name in ('tensorflow', 'tensorflow_datasets'):
+    (tmp_path / 'no_tf' / name).mkdir(parents=True)
+    (tmp_path / 'no_tf' / name / '__init__.py').write_text(
+        f'raise ImportError("{name} is not installed")\n')
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path / 'no_tf'), str(root), os.environ.get('PYTHONPATH', '')]))
+  out = tmp_path / 'results' / 'accelerator.json'
+  # float32 and remat off only: each compile of a train step costs tens of seconds on the CPU.
+  cmd = [sys.executable, '-m', 'diffbfr_jax.benchmarks.accelerator', f'--out={out}',
+         '--size=smoke', '--dtype=float32', '--stages=irm1', '--remat=false',
+         '--memory_limit_gib=64', '--max_batch=2', '--steps=1', '--chain_steps=2',
+         '--chain_batch=1', '--cascades=irm_s', '--cascade_batch=1', '--peak_tflops=1']
+  done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  results = json.loads(out.read_text())
+  assert results['device']['count'] >= 1 and results['versions']['jax']
+  assert results['command'].startswith('python -m diffbfr_jax.benchmarks.accelerator')
+  assert results['settings']['peak_tflops'] == 1 and not results['errors']
+  train, = results['train']
+  assert train['stage'] == 'irm1' and train['remat'] is False
+  # The search is capped at --max_batch on a 64 GiB limit; the line it fitted grows with batch.
+  assert train['per_device_batch'] == 2
+  assert train['batch_search']['bytes_at_2'] > train['batch_search']['bytes_at_1'] > 0
+  assert train['images_per_s'] > 0 and train['peak_memory_bytes'] > 0
+  assert train['model_flops_per_image'] == train['flops_per_step'] / 2 > 0
+  # MFU = model FLOPs per image x images per second per device / (1 TFLOP/s).
+  assert train['mfu'] == pytest.approx(
+      train['flops_per_step'] / train['step_s'] / 1e12) == pytest.approx(train['hfu'])
+  chain, = results['chain']
+  assert chain['stage'] == 'irm1' and chain['chain_step_ms'] > 0
+  cascade, = results['cascade']
+  assert cascade['evaluations'] == {'irm2': 2000} and cascade['seconds_per_face'] > 0
+  assert '| irm1 | off | 2 |' in done.stdout  # the printed table
+
+
+def test_accelerator_benchmark_counts_recomputation_in_hfu_not_mfu():
+  from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+
+  row = dict(stage='irm2', per_device_batch=4, images_per_s_per_device=8.0)
+  results = {'settings': {'peak_tflops': 100.0},
+             'train': [dict(row, remat=False, flops_per_step=4e12),
+                       dict(row, remat=True, flops_per_step=6e12)]}
+  accelerator.add_utilisation(results)
+  off, on = results['train']
+  # 1 TFLOP per image x 8 images/s = 8 TFLOP/s of 100; remat's step does 1.5 TFLOP per image.
+  assert off['mfu'] == pytest.approx(0.08) and off['hfu'] == pytest.approx(0.08)
+  assert on['mfu'] == pytest.approx(0.08) and on['hfu'] == pytest.approx(0.12)
+  results['settings']['peak_tflops'] = None
+  accelerator.add_utilisation(results)
+  assert results['train'][0]['mfu'] is None and results['train'][0]['hfu'] is None

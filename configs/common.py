@@ -67,7 +67,7 @@ def data() -> ml_collections.ConfigDict:
           kind='',  # 'folder' (path) | 'tfds' (tfds_name) | 'bundled' (skimage's faces, demos)
           path='',  # folder of HQ faces: PNG/JPEG/..., nested folders, any size (centre-cropped)
           split='train',  # TFDS split, or 'train' / 'test' of the bundled faces
-          tfds_name='',  # e.g. 'celeb_a_hq/512'; prepared once in the array_record format
+          tfds_name='',  # e.g. 'face_folder/512' (the prepare job's); read as array_record
           data_dir='',  # TFDS data folder ('' = TFDS's default)
           manual_dir='',  # where a manually downloaded TFDS dataset's files are
       ),

@@ -34,6 +34,7 @@ JOBS = {
     'train': 'diffbfr_jax.train',  # train a stage (configs/irm1.py, irm2.py, tem.py)
     'convert': 'diffbfr_jax.convert.job',  # a stage checkpoint from published PyTorch weights
     'make_test_set': 'diffbfr_jax.data.testset',  # a reproducible LQ/GT test set
+    'prepare': 'diffbfr_jax.data.prepared',  # a TFDS dataset from a folder of faces
     'restore': 'diffbfr_jax.restore',  # a folder of faces through the cascade
     'evaluate': 'diffbfr_jax.evaluate',  # PSNR, SSIM, LPIPS, NIQE and FID of restored faces
     'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU

@@ -222,7 +222,11 @@ class TFDSSource(ImageSource):
   def __init__(self, name: str, split: str, size: int, *, data_dir: str = '',
                manual_dir: str = '', image_key: str = 'image'):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from diffbfr_jax.data import prepared  # pylint: disable=g-import-not-at-top,unused-import
 
+    # Relative folders are taken from where the command runs (TFDS would not always do so).
+    manual_dir, data_dir = manual_dir and os.path.abspath(manual_dir), data_dir and \
+        os.path.abspath(data_dir)
     prepare = {}
     if manual_dir:
       prepare['download_config'] = tfds.download.DownloadConfig(manual_dir=manual_dir)
@@ -236,12 +240,15 @@ class TFDSSource(ImageSource):
     if not len(self.records):
       raise errors.NotFound(f'TFDS dataset {name!r} split {split!r} is empty')
     self.dataset_name, self.image_key, self.size = name, image_key, size
+    self.has_names = 'name' in self.records[0]  # the prepared datasets keep each file's path
 
   def __len__(self):
     return len(self.records)
 
   def name(self, index):
-    return f'{self.dataset_name}[{index}]'
+    name = self.records[index].get('name') if self.has_names else None
+    label = f'{self.dataset_name}[{index}]'
+    return f'{label} {name.decode() if isinstance(name, bytes) else name}' if name else label
 
   def _read(self, index):
     image = np.asarray(self.records[index][self.image_key])

@@ -33,19 +33,36 @@ def _define_flags():
   flags.mark_flag_as_required('config')
 
 
-def build(config):
-  """(the pmapped train step, the placed state, the step key): the train job's step."""
+def _model_and_step(config):
   tc = config.train
   model = models.create_model(config.model_type, **config.model)
   schedule = schedules.make_schedule(**config.diffusion.schedule)
   tx, lr_schedule = train.make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
                                          warmup_steps=tc.warmup_steps,
                                          weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
-  state = parallel.place_state(train.create_state(config, model, tx, jax.random.key(0)))
   step_fn = parallel.pmap_train_step(functools.partial(
       train.train_step, loss_fn=train.make_loss_fn(config, model, schedule), tx=tx,
       ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+  return model, tx, step_fn
+
+
+def build(config):
+  """(the pmapped train step, the placed state, the step key): the train job's step."""
+  model, tx, step_fn = _model_and_step(config)
+  state = parallel.place_state(train.create_state(config, model, tx, jax.random.key(0)))
   return step_fn, state, jax.random.key(1)
+
+
+def flops_per_image(config) -> float:
+  """XLA's FLOPs (a multiply-add counts 2) of the train step for one image: forward, backward
+  and the optimizer, from the cost analysis of the step lowered at one image per device. Nothing
+  is compiled or allocated."""
+  model, tx, step_fn = _model_and_step(config)
+  state = jax.eval_shape(lambda: train.create_state(config, model, tx, jax.random.key(0)))
+  batch = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                 synthetic_batch(config, 1))
+  analysis = step_fn.lower(state, batch, jax.random.key(1)).cost_analysis()
+  return float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)['flops'])
 
 
 def synthetic_batch(config, per_device_batch: int) -> dict:

@@ -224,6 +224,45 @@ def jpeg(image, quality):
   return tf.cast(decoded, tf.float32) / 255.0
 
 
+def _down_sample(params, lq, size, kernel_size):
+  del kernel_size
+  # GFPGAN: cv2.resize(img, (int(w // scale), int(h // scale))), the floor taken in float64.
+  scale = tf.cast(params['scale'], tf.float64)
+  small = [tf.maximum(tf.cast(tf.floor(tf.cast(n, tf.float64) / scale), tf.int32), 1)
+           for n in size]
+  return tf.image.resize(lq, small, method='bilinear', antialias=False)
+
+
+def _noise(params, lq, size, kernel_size):
+  del size, kernel_size
+  noise = tf.random.stateless_normal(tf.shape(lq), params['noise_seed'], dtype=tf.float32)
+  return tf.clip_by_value(lq + noise * params['noise_std'], 0.0, 1.0)
+
+
+def _jitter_gray_round(params, lq, size, kernel_size):
+  del size, kernel_size
+  jittered = tf.clip_by_value(lq + params['jitter_shift'], 0.0, 1.0)
+  lq = tf.where(params['jitter'], jittered, lq)
+  gray = tf.tile(tf.image.rgb_to_grayscale(lq), [1, 1, 3])
+  lq = tf.where(params['gray'], gray, lq)
+  return tf.clip_by_value(tf.round(lq * 255.0), 0.0, 255.0) / 255.0
+
+
+# Steps 2-9 of the degradation in order, each `step(params, lq, (height, width), kernel_size)`;
+# named for the feeding benchmark, which times them one by one.
+STEPS = (
+    ('blur (kernel and 41x41 FFT blur)',
+     lambda params, lq, size, kernel_size: blur(lq, blur_kernel(params, kernel_size))),
+    ('down-sampling (bilinear)', _down_sample),
+    ('noise', _noise),
+    ('JPEG (encode and decode)', lambda params, lq, size, kernel_size: jpeg(
+        lq, params['jpeg_quality'])),
+    ('resize back (bilinear)', lambda params, lq, size, kernel_size: tf.image.resize(
+        lq, size, method='bilinear', antialias=False)),
+    ('colour jitter, gray, 8-bit rounding', _jitter_gray_round),
+)
+
+
 def apply_params(params, gt, *, kernel_size=41):
   """Steps 1-9 with fixed parameters: (lq, gt), both float32 [H, W, 3] in [0, 1] at gt's size.
 
@@ -238,21 +277,9 @@ def apply_params(params, gt, *, kernel_size=41):
   gt = tf.where(params['flip'], tf.reverse(gt, axis=[1]), gt)
   height, width = tf.shape(gt)[0], tf.shape(gt)[1]
 
-  lq = blur(gt, blur_kernel(params, kernel_size))
-  # GFPGAN: cv2.resize(img, (int(w // scale), int(h // scale))), the floor taken in float64.
-  scale = tf.cast(params['scale'], tf.float64)
-  small = [tf.maximum(tf.cast(tf.floor(tf.cast(n, tf.float64) / scale), tf.int32), 1)
-           for n in (height, width)]
-  lq = tf.image.resize(lq, small, method='bilinear', antialias=False)
-  noise = tf.random.stateless_normal(tf.shape(lq), params['noise_seed'], dtype=tf.float32)
-  lq = tf.clip_by_value(lq + noise * params['noise_std'], 0.0, 1.0)
-  lq = jpeg(lq, params['jpeg_quality'])
-  lq = tf.image.resize(lq, [height, width], method='bilinear', antialias=False)
-  jittered = tf.clip_by_value(lq + params['jitter_shift'], 0.0, 1.0)
-  lq = tf.where(params['jitter'], jittered, lq)
-  gray = tf.tile(tf.image.rgb_to_grayscale(lq), [1, 1, 3])
-  lq = tf.where(params['gray'], gray, lq)
-  lq = tf.clip_by_value(tf.round(lq * 255.0), 0.0, 255.0) / 255.0
+  lq = gt
+  for _, step in STEPS:
+    lq = step(params, lq, (height, width), kernel_size)
   return tf.ensure_shape(lq, static_shape), tf.ensure_shape(gt, static_shape)
 
 

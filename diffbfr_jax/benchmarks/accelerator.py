@@ -197,9 +197,9 @@ def _train(task: dict, info: dict) -> dict:
     search['rule'] = 'linear fit of the compiled memory at batch 1 and 2'
     search['tried'] = []
   while True:
-    step, data = compiled_at(batch)
-    compiled_bytes = _compiled_bytes(step)
     try:
+      step, data = compiled_at(batch)
+      compiled_bytes = _compiled_bytes(step)
       if limit and not FLAGS.batch and compiled_bytes > limit:
         raise MemoryError(f'compiled step needs {compiled_bytes} bytes')
       seconds = train_step.median_step_seconds(step, state, data, key, FLAGS.steps)
@@ -208,7 +208,7 @@ def _train(task: dict, info: dict) -> dict:
       if FLAGS.batch or not (isinstance(e, MemoryError) or _out_of_memory(e)) or batch == 1:
         raise
       search['tried'].append(batch)
-      del compiled[batch]
+      compiled.pop(batch, None)
       batch = max(1, int(batch * 0.9))
   peak, where = train_step.peak_memory()
   devices = info['count']

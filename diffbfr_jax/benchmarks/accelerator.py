@@ -319,7 +319,7 @@ def table(results: dict) -> str:
     lines.append(f"| {r['stage']} | {'on' if r['remat'] else 'off'} | {r['per_device_batch']} | "
                  f"{r['images_per_s']:.3g} | {r['step_s']:.3g} | "
                  f"{r['peak_memory_bytes'] / 2**30:.1f} | "
-                 f"{'-' if gflop is None else f'{gflop / 1e9:.0f}'} | {pct(r.get('mfu'))} | "
+                 f"{'-' if gflop is None else f'{gflop / 1e9:.4g}'} | {pct(r.get('mfu'))} | "
                  f"{pct(r.get('hfu'))} |")
   lines += ['', '| stage | bare evaluation (ms) | chain step (ms) | overhead |', '|---|---|---|---|']
   for r in results['chain']:

@@ -136,7 +136,7 @@ def table(result: dict, *, mfu: float, peak_tflops: float) -> str:
             + ' | '.join(f'{p}: img/s per core | {p}: cores per device' for p in paths) + ' |',
             '|---|---|---|' + '---|---|' * len(paths)]
   for stage, f in result['stages'].items():
-    lines.append(f"| {stage} | {f['train_gflop_per_image']:.0f} | "
+    lines.append(f"| {stage} | {f['train_gflop_per_image']:.4g} | "
                  f"{f['device_images_per_s']:.0f} | " + ' | '.join(
                      f"{f['paths'][p]['images_per_s_per_core']:.1f} | "
                      f"{f['paths'][p]['cores_per_device']:.1f}" for p in paths) + ' |')

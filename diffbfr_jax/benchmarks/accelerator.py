@@ -145,14 +145,8 @@ def _stage_config(stage: str):
   return config
 
 
-def _first(analysis):
-  # Compiled.cost_analysis() is a dict, or a list of one dict per program in older JAX.
-  return analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-
-
 def _compiled_bytes(compiled) -> int:
   m = compiled.memory_analysis()
-  m = _first(m)
   return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
              + m.temp_size_in_bytes)
 
@@ -216,7 +210,7 @@ def _train(task: dict, info: dict) -> dict:
               images_per_s=devices * batch / seconds, images_per_s_per_device=batch / seconds,
               peak_memory_bytes=int(peak), peak_memory_source=where,
               compiled_memory_bytes=compiled_bytes,
-              flops_per_step=float(_first(step.cost_analysis())['flops']))
+              flops_per_step=train_step.flops(step.cost_analysis()))
 
 
 def _chain(task: dict, info: dict) -> dict:

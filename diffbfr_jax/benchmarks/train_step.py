@@ -61,8 +61,14 @@ def flops_per_image(config) -> float:
   state = jax.eval_shape(lambda: train.create_state(config, model, tx, jax.random.key(0)))
   batch = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                  synthetic_batch(config, 1))
-  analysis = step_fn.lower(state, batch, jax.random.key(1)).cost_analysis()
-  return float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)['flops'])
+  return flops(step_fn.lower(state, batch, jax.random.key(1)).cost_analysis())
+
+
+def flops(cost_analysis) -> float:
+  """The FLOPs of a lowered or compiled step's `cost_analysis()` (a dict; a list of one dict
+  per program in older JAX)."""
+  first = cost_analysis[0] if isinstance(cost_analysis, (list, tuple)) else cost_analysis
+  return float(first['flops'])
 
 
 def synthetic_batch(config, per_device_batch: int) -> dict:

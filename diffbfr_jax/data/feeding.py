@@ -28,8 +28,9 @@ import time
 from absl import app
 from absl import flags
 
+from diffbfr_jax.benchmarks import accelerator
+
 FLAGS = flags.FLAGS
-H100_BF16_TFLOPS = 989.4  # NVIDIA's data sheet, H100 SXM, dense bfloat16
 
 
 def _define_flags():
@@ -37,8 +38,9 @@ def _define_flags():
   flags.DEFINE_list('stages', ['irm1', 'irm2', 'tem'], 'Stages to measure.')
   flags.DEFINE_integer('images', 16, 'Faces (and degradation parameter draws) timed per step.')
   flags.DEFINE_float('mfu', 0.4, 'Model FLOPs utilisation assumed for the demand.')
-  flags.DEFINE_float('peak_tflops', H100_BF16_TFLOPS, "One device's peak, TFLOP/s "
-                     '(default: H100 SXM, dense bfloat16, data sheet).')
+  flags.DEFINE_float('peak_tflops', dict(accelerator.PEAK_TFLOPS)['H100'],
+                     "One device's peak, TFLOP/s (default: H100 SXM, dense bfloat16, data "
+                     'sheet).')
   flags.DEFINE_string('size', '', "Network size for the FLOPs: '' (the paper's), 'demo', 'smoke'.")
   flags.DEFINE_string('config_dir', 'configs', 'The folder of the stage configs.')
 
@@ -91,7 +93,8 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
   # The paper configs' data settings (faces at 512); the FLOPs from the networks at `size`.
   data = {stage: config_files.stage_config(config_dir, stage).data for stage in stages}
   degradation = dict(next(iter(data.values())).degradation) if data else {}
-  faces = [tf.image.convert_image_dtype(from_prepared.load(i), tf.float32) for i in ids]
+  uint8 = [from_prepared.load(i) for i in ids]
+  faces = [tf.image.convert_image_dtype(face, tf.float32) for face in uint8]
   params = [degradations._cast_params(degradations.sample_params(  # pylint: disable=protected-access
       tf.constant([0, i], tf.int64), **degradation)) for i in ids]
   inputs = list(faces)
@@ -112,7 +115,6 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
                    condition_size=d.get('condition_size', 128),
                    irm1_pair=d.get('irm1_pair', 'degrade_then_resize'))
     make = tf.function(functools.partial(pipeline.make_example, seed=0, **options))
-    uint8 = [from_prepared.load(i) for i in ids]
     example_ms = _mean_ms(lambda i, make=make: {k: v.numpy() for k, v in make(
         uint8[i], example_id=tf.constant(i, tf.int64)).items()}, ids)
     steps[f'{stage}: the whole example (degradation and resizes)'] = example_ms

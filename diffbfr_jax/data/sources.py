@@ -240,13 +240,12 @@ class TFDSSource(ImageSource):
     if not len(self.records):
       raise errors.NotFound(f'TFDS dataset {name!r} split {split!r} is empty')
     self.dataset_name, self.image_key, self.size = name, image_key, size
-    self.has_names = 'name' in self.records[0]  # the prepared datasets keep each file's path
 
   def __len__(self):
     return len(self.records)
 
   def name(self, index):
-    name = self.records[index].get('name') if self.has_names else None
+    name = self.records[index].get('name')  # the prepared datasets keep each file's path
     label = f'{self.dataset_name}[{index}]'
     return f'{label} {name.decode() if isinstance(name, bytes) else name}' if name else label
 

@@ -74,6 +74,10 @@ def data() -> ml_collections.ConfigDict:
       source_size=512,  # faces are read, flipped and degraded at this size (FFHQ resized to 512)
       image_size=512,  # the stage's size (= model.image_size)
       shuffle=True,  # a new permutation of the faces every epoch, seeded by config.seed
+      # Where Eq. 13 and the stage's resizes run: 'host' (the tf.data pipeline, the reference)
+      # or 'device' (in JAX on the accelerator, diffbfr_jax.data.device_degradation; the host
+      # only reads faces and draws the parameters). docs/training.md, "Where the degradation runs".
+      degrade_on='host',
       # GFPGAN's degradation with the paper's ranges (diffbfr_jax.data.degradations.DEFAULTS).
       degradation=dict(
           kernel_size=41,  # blur kernel side, pixels

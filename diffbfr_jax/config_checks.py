@@ -88,6 +88,9 @@ def check_stage_config(config) -> None:
           "'resize_then_degrade'.")
   if data.get('condition', 'gt_down_up') not in ('gt_down_up', 'lq'):
     _fail('data.condition', data.condition, "expected 'gt_down_up' or 'lq'.")
+  if data.get('degrade_on', 'host') not in ('host', 'device'):
+    _fail('data.degrade_on', data.degrade_on, "expected 'host' (the tf.data pipeline) or "
+          "'device' (in the train step).")
   sampling = config.sampling
   if sampling.variance not in samplers.VARIANCES:
     _fail('sampling.variance', sampling.variance, f'expected one of {samplers.VARIANCES}.')

@@ -127,6 +127,12 @@ def pmap_train_step(step_fn):
   return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None))
 
 
+def pmap_batch_fn(fn):
+  """`fn(batch) -> batch`, per device, applied to every local device's share of a batch whose
+  leaves are `[local_devices, ...]`; the output stays on the devices, sharded the same way."""
+  return jax.pmap(fn, axis_name=AXIS)
+
+
 def _local_sharding(*spec):
   mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))

@@ -32,6 +32,7 @@ from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
 from diffbfr_jax import models
 from diffbfr_jax import parallel
+from diffbfr_jax.data import device_degradation
 from diffbfr_jax.diffusion import losses
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
@@ -127,13 +128,23 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
   ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
   new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
                             opt_state=opt_state)
-  metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
+  metrics = {'train/loss': loss, 'train/grad_norm': optax.tree_utils.tree_norm(grads),
              'train/lr': lr_schedule(state.step)}
   metrics.update({f'train/{k}': v for k, v in aux.items()})
   metrics = jax.lax.pmean(metrics, parallel.AXIS)
   metrics['state_finite'] = jax.lax.pmin(_all_finite(new_state).astype(jnp.float32),
                                          parallel.AXIS)
   return new_state, metrics
+
+
+def example_builder(config):
+  """What turns the pipeline's batches into the stage's examples: nothing for
+  `config.data.degrade_on='host'`; for 'device', the degradation and resizes in JAX
+  (`device_degradation.make_examples`), pmapped over the local devices."""
+  if config.data.get('degrade_on', 'host') != 'device':
+    return lambda batch: batch
+  options = device_degradation.options_from_config(config)
+  return parallel.pmap_batch_fn(functools.partial(device_degradation.make_examples, **options))
 
 
 def create_state(config, model, tx, key) -> TrainState:
@@ -192,6 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   dataset, loader = pipeline.from_config(config, start_step=start_step, **topology)
   batches = iter(dataset)
+  build = example_builder(config)
+
+  def next_batch():
+    return build(jax.tree_util.tree_map(np.asarray, next(batches)))
+
   step_fn = parallel.pmap_train_step(functools.partial(
       train_step, loss_fn=make_loss_fn(config, model, schedule), tx=tx,
       ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
@@ -240,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   def verify_and_save(step, good_state, finite):
     """The final (or preempted) state: one more step, compiled already, computes its loss (its
     update is dropped); the state is saved if that loss is finite."""
-    _, check = step_fn(good_state, jax.tree_util.tree_map(np.asarray, next(batches)), train_key)
+    _, check = step_fn(good_state, next_batch(), train_key)
     loss = float(jax.device_get(check['train/loss']))
     if not np.isfinite(loss):
       raise NonFiniteLossError(
@@ -255,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
                    start_step, tc.num_steps)
       for step in range(start_step, tc.num_steps):
-        batch = jax.tree_util.tree_map(np.asarray, next(batches))
+        batch = next_batch()
         new_state, metrics = step_fn(state, batch, train_key)
         pending.append(metrics)
         window_steps += 1

@@ -12,7 +12,7 @@ _TENSORFLOW_FREE = [
     'diffbfr_jax.metrics.psnr_ssim', 'diffbfr_jax.metrics.lpips', 'diffbfr_jax.metrics.niqe',
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
-    'configs.cascade', 'configs.evaluate',
+    'configs.cascade', 'configs.evaluate', 'diffbfr_jax.data.device_degradation',
 ]
 
 

@@ -115,6 +115,23 @@ def test_microbatches_give_the_same_step(tmp_path):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
+def test_the_degradation_can_run_in_the_train_step(tmp_path):
+  config = irm1.get_config('smoke')
+  config.data.degrade_on = 'device'
+  config.train.update(num_steps=2)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 2 and checkpointing.Checkpointer(tmp_path).latest_step() == 2
+  assert all(np.all(np.isfinite(x)) for x in _leaves(state.params))
+  # What the step trained on: the stage's examples, built on the device from the faces.
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  dataset, _ = pipeline.from_config(config, start_step=0, process_index=0, process_count=1,
+                                    local_devices=jax.local_device_count())
+  batch = train.example_builder(config)(jax.tree_util.tree_map(np.asarray, next(iter(dataset))))
+  assert set(batch) == {'cond', 'gt', 'id'}
+  assert batch['cond'].shape == batch['gt'].shape == (1, 2, 16, 16, 3)
+  assert float(jnp.abs(batch['cond'] - batch['gt']).mean()) > 0.01  # the LQ is degraded
+
+
 _DEVICES_SCRIPT = '''
 import sys
 import jax, numpy as np

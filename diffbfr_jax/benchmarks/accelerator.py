@@ -10,6 +10,9 @@ Measures, at the paper's network sizes (--size) in bfloat16 (--dtype):
   peak memory, XLA's FLOPs of the compiled step (cost analysis) and from them MFU and HFU;
 - chain: for each stage, one reverse step inside the jitted chain against one bare network
   evaluation (--chain_steps steps at --chain_batch images; benchmarks/chain_overhead.py);
+- degrade: for each stage, the degradation and resizes in the step (`config.data.degrade_on=
+  'device'`, data/device_degradation.py) on --degrade_batch synthetic faces per device with
+  parameters drawn in the paper's ranges, images per second per device (median of --steps);
 - cascade: for each of --cascades ('paper' = configs/cascade.py's full chain, 3100 network
   evaluations per face; 'fast' = 100 + 50 + 25), seconds per face of the jitted cascade at
   --cascade_batch faces (benchmarks/cascade.py).
@@ -78,6 +81,7 @@ def _define_flags():
   flags.DEFINE_integer('steps', 5, 'Timed train steps.')
   flags.DEFINE_integer('chain_steps', 50, 'Reverse steps in the timed chain.')
   flags.DEFINE_integer('chain_batch', 8, 'Images per chain batch.')
+  flags.DEFINE_integer('degrade_batch', 32, 'Faces per device for the device-side degradation.')
   flags.DEFINE_list('cascades', ['paper', 'fast'], "Cascades: 'paper', 'fast', 'irm_c_t', "
                     "'irm_c' or 'irm_s'.")
   flags.DEFINE_integer('cascade_batch', 8, 'Faces per cascade batch (a multiple of the devices).')
@@ -92,6 +96,7 @@ def tasks(stages, remats, cascades) -> list:
   """Every measurement of a run, in the order they run."""
   return ([dict(kind='train', stage=s, remat=r) for s in stages for r in remats]
           + [dict(kind='chain', stage=s) for s in stages]
+          + [dict(kind='degrade', stage=s) for s in stages]
           + [dict(kind='cascade', cascade=c) for c in cascades])
 
 
@@ -224,6 +229,57 @@ def _chain(task: dict, info: dict) -> dict:
               chain_step_ms=per_step * 1e3, overhead_percent=100 * (per_step / per_eval - 1))
 
 
+def synthetic_items(config, per_device: int, devices: int) -> dict:
+  """A `degrade_on='device'` batch `[devices, per_device, ...]` of random faces at the source
+  size with parameters drawn uniformly in the config's ranges (numpy; no TensorFlow)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  options = dict(config.data.degradation)
+  size = config.data.source_size
+  shape = lambda *s: (devices, per_device) + s
+  uniform = lambda name: rng.uniform(*options[name], shape()).astype(np.float32)
+  scale = uniform('downsample_range')
+  small = np.maximum(np.floor(size / scale.astype(np.float64)), 1).astype(np.int32)
+  low, high = options['jpeg_range']
+  shift = options['color_jitter_shift']
+  params = dict(
+      flip=rng.random(shape()) < 0.5, isotropic=rng.random(shape()) < options['iso_prob'],
+      sigma_x=uniform('blur_sigma'), sigma_y=uniform('blur_sigma'), theta=uniform('rotation'),
+      down_size=np.stack([small, small], -1), noise_std=uniform('noise_range') / 255.0,
+      noise_key=rng.integers(0, 2**32, shape(2), dtype=np.uint32),
+      jpeg_quality=rng.integers(low, high + 1, shape()).astype(np.int32),
+      jitter=rng.random(shape()) < options['color_jitter_prob'],
+      jitter_shift=rng.uniform(-shift, shift, shape(3)).astype(np.float32),
+      gray=rng.random(shape()) < options['gray_prob'])
+  return dict(hq=rng.integers(0, 256, shape(size, size, 3), dtype=np.uint8), degradation=params,
+              id=np.arange(devices * per_device).reshape(devices, per_device))
+
+
+def _degrade(task: dict, info: dict) -> dict:
+  import functools  # pylint: disable=g-import-not-at-top
+  import statistics  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from diffbfr_jax import parallel  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
+
+  config = _stage_config(task['stage'])
+  build = parallel.pmap_batch_fn(functools.partial(
+      device_degradation.make_examples, **device_degradation.options_from_config(config)))
+  items = synthetic_items(config, FLAGS.degrade_batch, info['count'])
+  jax.block_until_ready(build(items))
+  times = []
+  for _ in range(FLAGS.steps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(build(items))
+    times.append(time.perf_counter() - t0)
+  seconds = statistics.median(times)
+  return dict(per_device_batch=FLAGS.degrade_batch, batch_s=seconds,
+              images_per_s_per_device=FLAGS.degrade_batch / seconds)
+
+
 def _cascade(task: dict, info: dict) -> dict:
   del info
   from diffbfr_jax import cascade  # pylint: disable=g-import-not-at-top
@@ -247,7 +303,8 @@ def run_task(task: dict) -> dict:
 
   info = parallel.device_info()
   t0 = time.perf_counter()
-  figures = {'train': _train, 'chain': _chain, 'cascade': _cascade}[task['kind']](task, info)
+  figures = {'train': _train, 'chain': _chain, 'degrade': _degrade,
+             'cascade': _cascade}[task['kind']](task, info)
   return dict(task, **figures, wall_s=time.perf_counter() - t0, device=info)
 
 
@@ -286,13 +343,14 @@ def _fresh(settings: dict) -> dict:
   return dict(command='python -m diffbfr_jax.benchmarks.accelerator ' + ' '.join(sys.argv[1:]),
               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               device=None, versions=_versions(), settings=settings,
-              train=[], chain=[], cascade=[], errors=[])
+              train=[], chain=[], degrade=[], cascade=[], errors=[])
 
 
 def _run_worker(task: dict) -> dict:
   """Runs `task` in a new process with this run's flags; its figures, or its error."""
   passed = ('size', 'dtype', 'batch', 'max_batch', 'memory_fraction', 'memory_limit_gib', 'steps',
-            'chain_steps', 'chain_batch', 'cascade_batch', 'cascade_repeats', 'config_dir')
+            'chain_steps', 'chain_batch', 'degrade_batch', 'cascade_batch', 'cascade_repeats',
+            'config_dir')
   cmd = [sys.executable, '-m', 'diffbfr_jax.benchmarks.accelerator',
          *[f'--{name}={FLAGS[name].value}' for name in passed], '--task=' + json.dumps(task)]
   done = subprocess.run(cmd, capture_output=True, text=True)
@@ -319,6 +377,11 @@ def table(results: dict) -> str:
   for r in results['chain']:
     lines.append(f"| {r['stage']} | {r['bare_evaluation_ms']:.2f} | {r['chain_step_ms']:.2f} | "
                  f"{r['overhead_percent']:+.1f}% |")
+  lines += ['', '| stage | degradation on the device: faces / device | images/s per device |',
+            '|---|---|---|']
+  for r in results.get('degrade', []):
+    lines.append(f"| {r['stage']} | {r['per_device_batch']} | "
+                 f"{r['images_per_s_per_device']:.4g} |")
   lines += ['', '| cascade | evaluations / face | s / face |', '|---|---|---|']
   for r in results['cascade']:
     lines.append(f"| {r['cascade']} | {r['evaluations_per_face']} | "
@@ -355,6 +418,7 @@ def main(argv):
                   max_batch=FLAGS.max_batch, memory_fraction=FLAGS.memory_fraction,
                   memory_limit_gib=FLAGS.memory_limit_gib or 'device', steps=FLAGS.steps,
                   chain_steps=FLAGS.chain_steps, chain_batch=FLAGS.chain_batch,
+                  degrade_batch=FLAGS.degrade_batch,
                   cascade_batch=FLAGS.cascade_batch, cascade_repeats=FLAGS.cascade_repeats,
                   peak_tflops=None, peak_source=None,
                   xla_flags=os.environ.get('XLA_FLAGS', ''),
@@ -365,7 +429,8 @@ def main(argv):
     results['errors'] = []
   else:
     results = _fresh(settings)
-  done = {_key(r) for kind in ('train', 'chain', 'cascade') for r in results[kind]}
+  results.setdefault('degrade', [])  # a file from before the degrade measurement
+  done = {_key(r) for kind in ('train', 'chain', 'degrade', 'cascade') for r in results[kind]}
   todo = [t for t in tasks(FLAGS.stages, remats, FLAGS.cascades) if _key(t) not in done]
   print(f'{len(todo)} measurements to make, each in its own process; results in {out}',
         flush=True)

@@ -224,13 +224,29 @@ def jpeg(image, quality):
   return tf.cast(decoded, tf.float32) / 255.0
 
 
+def down_size(params, size):
+  """GFPGAN's down-sampled size: cv2.resize(img, (int(w // scale), int(h // scale))), the floor
+  taken in float64, at least 1. `size` is (height, width); returns int32 [2]."""
+  scale = tf.cast(params['scale'], tf.float64)
+  return tf.stack([tf.maximum(tf.cast(tf.floor(tf.cast(n, tf.float64) / scale), tf.int32), 1)
+                   for n in size])
+
+
+def device_params(params, size) -> dict:
+  """What `device_degradation.degrade` needs of `params` for a face of size (height, width):
+  the down-sampled size instead of the scale (computed here in float64 as GFPGAN does) and the
+  noise seed as a threefry key (uint32 [2]; the device draws the noise from it)."""
+  params = _cast_params(params)
+  out = {k: params[k] for k in ('flip', 'isotropic', 'sigma_x', 'sigma_y', 'theta', 'noise_std',
+                                'jpeg_quality', 'jitter', 'jitter_shift', 'gray')}
+  out['down_size'] = down_size(params, size)
+  out['noise_key'] = tf.cast(tf.bitwise.bitwise_and(params['noise_seed'], 0xFFFFFFFF), tf.uint32)
+  return out
+
+
 def _down_sample(params, lq, size, kernel_size):
   del kernel_size
-  # GFPGAN: cv2.resize(img, (int(w // scale), int(h // scale))), the floor taken in float64.
-  scale = tf.cast(params['scale'], tf.float64)
-  small = [tf.maximum(tf.cast(tf.floor(tf.cast(n, tf.float64) / scale), tf.int32), 1)
-           for n in size]
-  return tf.image.resize(lq, small, method='bilinear', antialias=False)
+  return tf.image.resize(lq, down_size(params, size), method='bilinear', antialias=False)
 
 
 def _noise(params, lq, size, kernel_size):

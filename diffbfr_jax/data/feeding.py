@@ -8,14 +8,17 @@ core in parallel), over --images faces whose degradation parameters are drawn pe
 training:
 - what each step of making one example costs: reading the face from a folder of 1024x1024 PNGs
   (FFHQ's format: decode, centre-crop, resize to 512) or from the prepared `face_folder/512`
-  dataset (read and decode one 512 PNG), each step of the degradation at 512
-  (`degradations.STEPS`), and each stage's whole example (`pipeline.make_example`: the
-  degradation and the stage's resizes);
-- each data path's images per second per core: 1 / (reading + the stage's example);
-- the accelerator's demand: the images per second one device trains on at --mfu of
-  --peak_tflops, from XLA's FLOPs per image of the stage's train step at the paper's size
-  (`benchmarks.train_step.flops_per_image`; nothing compiled);
-- host cores per device: the demand / images per second per core.
+  (PNG) and `face_folder/512_raw` (uncompressed) datasets, each step of the degradation at 512
+  (`degradations.STEPS`), each stage's whole example (`pipeline.make_example`), and the host's
+  part when the degradation runs on the device (`pipeline.device_item`: drawing the parameters);
+- each data path's (reader, where the degradation runs) images per second per core;
+- the device's FLOPs per image: XLA's FLOPs of the stage's train step at the paper's size
+  (`benchmarks.train_step.flops_per_image`; nothing compiled), plus those of the compiled
+  device-side degradation (`device_degradation.make_examples`) on the device paths;
+- the accelerator's demand at --mfu of --peak_tflops, and host cores per device: the demand /
+  images per second per core;
+- how close the device-built examples are to the host's on the same parameters and noise
+  (lowest PSNR over the faces).
 """
 
 import atexit
@@ -60,12 +63,14 @@ def _mean_ms(fn, items) -> float:
 def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = '',
             config_dir: str = 'configs') -> dict:
   """{'steps': {step: ms per image}, 'stages': {stage: figures}} on one host core."""
+  import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from diffbfr_jax import config_files  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import benchmark  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import prepared  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -79,21 +84,18 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
   folder = tempfile.mkdtemp(prefix='diffbfr_feeding_')
   atexit.register(shutil.rmtree, folder, ignore_errors=True)
   benchmark.write_faces(f'{folder}', images)  # 1024x1024 PNGs
-  prepared.prepare('face_folder/512', manual_dir=folder, data_dir=f'{folder}/tfds')
-  from_folder = sources.FolderSource(folder, 512)
-  from_prepared = sources.make_source('tfds', 512, tfds_name='face_folder/512',
-                                      data_dir=f'{folder}/tfds')
+  readers = {'PNG folder': sources.FolderSource(folder, 512)}
+  for name in PREPARED:
+    prepared.prepare(name, manual_dir=folder, data_dir=f'{folder}/tfds')
+    readers[name] = sources.make_source('tfds', 512, tfds_name=name, data_dir=f'{folder}/tfds')
   ids = list(range(images))
-  read = {'PNG folder': _mean_ms(from_folder.load, ids),
-          'prepared dataset': _mean_ms(from_prepared.load, ids)}
-  steps = {'read: a 1024x1024 PNG from a folder, decoded, centre-cropped, resized to 512':
-               read['PNG folder'],
-           'read: a face_folder/512 record (a 512x512 PNG), decoded': read['prepared dataset']}
+  read = {path: _mean_ms(reader.load, ids) for path, reader in readers.items()}
+  steps = {f'read: {READS[path]}': ms for path, ms in read.items()}
 
   # The paper configs' data settings (faces at 512); the FLOPs from the networks at `size`.
   data = {stage: config_files.stage_config(config_dir, stage).data for stage in stages}
   degradation = dict(next(iter(data.values())).degradation) if data else {}
-  uint8 = [from_prepared.load(i) for i in ids]
+  uint8 = [readers[PREPARED[0]].load(i) for i in ids]
   faces = [tf.image.convert_image_dtype(face, tf.float32) for face in uint8]
   params = [degradations._cast_params(degradations.sample_params(  # pylint: disable=protected-access
       tf.constant([0, i], tf.int64), **degradation)) for i in ids]
@@ -118,31 +120,98 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
     example_ms = _mean_ms(lambda i, make=make: {k: v.numpy() for k, v in make(
         uint8[i], example_id=tf.constant(i, tf.int64)).items()}, ids)
     steps[f'{stage}: the whole example (degradation and resizes)'] = example_ms
+    item = tf.function(functools.partial(
+        pipeline.device_item, seed=0, stage=stage, image_size=d.image_size,
+        degradation=dict(d.degradation), irm1_pair=options['irm1_pair']))
+    make_item = lambda i, item=item: tf.nest.map_structure(
+        lambda v: v.numpy(), item(uint8[i], example_id=tf.constant(i, tf.int64)))
+    item_ms = _mean_ms(make_item, ids)
+    steps[f'{stage}: degradation on the device, the host part (parameters drawn)'] = item_ms
+
+    # The device's share: XLA's FLOPs of the compiled degradation of one item (dead code, such
+    # as IRM-2's unused LQ, removed), and its LQ against the host's on equal noise.
+    paper = config_files.stage_config(config_dir, stage)
+    device_options = device_degradation.options_from_config(paper)
+    build = jax.jit(functools.partial(device_degradation.make_examples, **device_options))
+    batch = jax.tree_util.tree_map(lambda v: v[None], make_item(0))
+    degrade_flops = train_step.flops(build.lower(batch).compile().cost_analysis())
+    agreement = _device_psnr(stage, uint8, options, device_options, params=degradation)
+
     config = config_files.stage_config(config_dir, stage, size or None)
-    flops = train_step.flops_per_image(config)
-    demand = mfu * peak_tflops * 1e12 / flops
+    train_flops = train_step.flops_per_image(config)
     paths = {}
     for path, read_ms in read.items():
-      rate = 1e3 / (read_ms + example_ms)
-      paths[path] = dict(images_per_s_per_core=rate, cores_per_device=demand / rate)
-    figures[stage] = dict(train_gflop_per_image=flops / 1e9, device_images_per_s=demand,
-                          paths=paths)
+      for where in ('host', 'device'):
+        host_ms = read_ms + (example_ms if where == 'host' else item_ms)
+        flops = train_flops + (degrade_flops if where == 'device' else 0.0)
+        demand = mfu * peak_tflops * 1e12 / flops
+        rate = 1e3 / host_ms
+        paths[f'{path}, degraded on the {where}'] = dict(
+            host_ms=host_ms, images_per_s_per_core=rate, device_gflop_per_image=flops / 1e9,
+            device_images_per_s=demand, cores_per_device=demand / rate)
+    figures[stage] = dict(train_gflop_per_image=train_flops / 1e9,
+                          degradation_gflop_per_image=degrade_flops / 1e9,
+                          device_vs_host_psnr=agreement, paths=paths)
   return {'steps': steps, 'stages': figures}
+
+
+PREPARED = ('face_folder/512', 'face_folder/512_raw')
+READS = {'PNG folder': 'a 1024x1024 PNG from a folder, decoded, centre-cropped, resized to 512',
+         'face_folder/512': 'a face_folder/512 record (a 512x512 PNG), decoded',
+         'face_folder/512_raw': 'a face_folder/512_raw record (512x512 uncompressed uint8)'}
+
+
+def _device_psnr(stage, uint8, options, device_options, params) -> float:
+  """The lowest PSNR (dB, on [0, 1]) over the faces and the example's images between the
+  device-built example and the host's (`pipeline.make_example`), on TensorFlow's noise."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  build = jax.jit(lambda item, noise: device_degradation.make_example(
+      item, noise=noise, **device_options))
+  buffer = device_options['buffer']
+  worst = np.inf
+  for i, face in enumerate(uint8):
+    host = pipeline.make_example(face, 0, i, **options)
+    item = pipeline.device_item(face, 0, i, stage=stage, image_size=options['image_size'],
+                                degradation=params, irm1_pair=options['irm1_pair'])
+    noise = np.zeros((buffer, buffer, 3), np.float32)
+    if stage != 'tem':
+      drawn = degradations._cast_params(  # pylint: disable=protected-access
+          degradations.sample_params(tf.constant([0, i], tf.int64), **params))
+      small = item['degradation']['down_size'].numpy()
+      noise[:small[0], :small[1]] = tf.random.stateless_normal(
+          [small[0], small[1], 3], drawn['noise_seed']).numpy()
+    ours = build(tf.nest.map_structure(lambda v: v.numpy(), item), noise)
+    for key in set(host) - {'id'}:
+      mse = np.mean(((np.asarray(ours[key]) - host[key].numpy()) / 2.0) ** 2)
+      worst = min(worst, np.inf if mse == 0 else 10 * np.log10(1.0 / mse))
+  return float(worst)
 
 
 def table(result: dict, *, mfu: float, peak_tflops: float) -> str:
   lines = ['| step, one host core | ms per image |', '|---|---|']
   lines += [f'| {name} | {ms:.1f} |' for name, ms in result['steps'].items()]
-  paths = list(next(iter(result['stages'].values()))['paths']) if result['stages'] else []
-  lines += ['', '| stage | train GFLOP / image | one device trains on (img/s) | '
-            + ' | '.join(f'{p}: img/s per core | {p}: cores per device' for p in paths) + ' |',
-            '|---|---|---|' + '---|---|' * len(paths)]
+  lines += ['', '| stage | data path | host ms / image | img/s per core | device GFLOP / image '
+            '| one device trains on (img/s) | host cores per device |',
+            '|---|---|---|---|---|---|---|']
   for stage, f in result['stages'].items():
-    lines.append(f"| {stage} | {f['train_gflop_per_image']:.4g} | "
-                 f"{f['device_images_per_s']:.0f} | " + ' | '.join(
-                     f"{f['paths'][p]['images_per_s_per_core']:.1f} | "
-                     f"{f['paths'][p]['cores_per_device']:.1f}" for p in paths) + ' |')
-  lines.append(f'\nThe device at {100 * mfu:.0f}% MFU of {peak_tflops:g} TFLOP/s.')
+    for path, p in f['paths'].items():
+      lines.append(f"| {stage} | {path} | {p['host_ms']:.1f} | "
+                   f"{p['images_per_s_per_core']:.1f} | {p['device_gflop_per_image']:.4g} | "
+                   f"{p['device_images_per_s']:.0f} | {p['cores_per_device']:.1f} |")
+  lines.append('')
+  for stage, f in result['stages'].items():
+    lines.append(f"{stage}: train step {f['train_gflop_per_image']:.4g} GFLOP / image, "
+                 f"degradation on the device {f['degradation_gflop_per_image']:.3g} GFLOP / "
+                 f"image; device vs host examples on equal noise: lowest PSNR "
+                 f"{f['device_vs_host_psnr']:.1f} dB")
+  lines.append(f'The device at {100 * mfu:.0f}% MFU of {peak_tflops:g} TFLOP/s.')
   return '\n'.join(lines)
 
 

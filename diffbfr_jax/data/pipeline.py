@@ -9,6 +9,8 @@ Global example id `g = step * global_batch + process_index * local_batch + j`, s
 at step s reads exactly the examples a straight run reads at step s, and processes read disjoint
 shards. Values are float32 in [-1, 1]. Examples: IRM-1 {'cond': LQ, 'gt': GT} at the stage
 size; IRM-2 {'cond': condition at 512, 'gt': GT}; TEM {'gt': GT}; every example also has 'id'.
+With `degrade_on='device'` the degradation and the stage's resizes move into the train step
+(`device_degradation`): the pipeline sends each HQ face with its drawn parameters instead.
 """
 
 import logging
@@ -114,15 +116,42 @@ def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
   return example
 
 
+def device_item(face, seed: int, example_id, *, stage: str, image_size: int, degradation: dict,
+                irm1_pair: str = 'degrade_then_resize'):
+  """What the host sends when the degradation runs on the device (`degrade_on='device'`): the
+  HQ face (uint8, as read), the example's degradation parameters drawn from (seed, id) exactly
+  as `make_example` draws them (`degradations.device_params`), and the id.
+  `device_degradation.make_example` turns it into the stage's example."""
+  key = tf.stack([tf.constant(seed, tf.int64), tf.cast(example_id, tf.int64)])
+  face = tf.convert_to_tensor(face, tf.uint8)
+  if stage == 'tem':
+    params = {'flip': tf.random.stateless_uniform([], key) < degradation.get('flip_prob', 0.5)}
+  elif stage in ('irm1', 'irm2'):
+    size = face.shape[:2].as_list()
+    if stage == 'irm1' and irm1_pair == 'resize_then_degrade':
+      size = [image_size, image_size]
+    params = degradations.device_params(degradations.sample_params(key, **degradation), size)
+  else:
+    raise ValueError(f'stage={stage!r}; expected one of {STAGES}')
+  return {'hq': face, 'degradation': params,
+          'id': tf.cast(example_id, tf.int64)}
+
+
 def make_dataset(source: sources.ImageSource, *, stage: str, image_size: int, seed: int,
                  global_batch: int, start_step: int = 0, process_index: int = 0,
                  process_count: int = 1, local_devices: int = 1, degradation=None,
                  condition: str = 'gt_down_up', condition_size: int = 128,
-                 irm1_pair: str = 'degrade_then_resize', shuffle: bool = True):
+                 irm1_pair: str = 'degrade_then_resize', shuffle: bool = True,
+                 degrade_on: str = 'host'):
   """An endless dataset of batches `[local_devices, per_device_batch, H, W, C]` for this process.
 
-  Returns the dataset and its `ExampleLoader` (whose `skipped` lists the files skipped so far).
+  With degrade_on='device' the batches hold `device_item`s (faces and parameters) instead of
+  examples. Returns the dataset and its `ExampleLoader` (whose `skipped` lists the files skipped
+  so far).
   """
+  if degrade_on not in ('host', 'device'):
+    raise errors.ConfigError(f"config.data.degrade_on={degrade_on!r}; expected 'host' or "
+                             "'device'")
   if global_batch % process_count:
     raise errors.ConfigError(f'config.train.batch_size={global_batch} does not split over '
                      f'{process_count} processes')
@@ -145,13 +174,16 @@ def make_dataset(source: sources.ImageSource, *, stage: str, image_size: int, se
     return face, g
 
   def build(face, g):
+    if degrade_on == 'device':
+      return device_item(face, seed, g, stage=stage, image_size=image_size,
+                         degradation=degradation, irm1_pair=irm1_pair)
     return make_example(face, seed, g, stage=stage, image_size=image_size,
                         degradation=degradation, condition=condition,
                         condition_size=condition_size, irm1_pair=irm1_pair)
 
   def to_devices(batch):
-    return {k: tf.reshape(v, [local_devices, per_device] + v.shape[1:].as_list())
-            for k, v in batch.items()}
+    return tf.nest.map_structure(
+        lambda v: tf.reshape(v, [local_devices, per_device] + v.shape[1:].as_list()), batch)
 
   ds = tf.data.Dataset.range(np.iinfo(np.int64).max // 2).map(example_id)
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -175,4 +207,5 @@ def from_config(config, *, start_step: int, process_index: int, process_count: i
       process_count=process_count, local_devices=local_devices,
       degradation=dict(data.degradation), condition=data.get('condition', 'gt_down_up'),
       condition_size=data.get('condition_size', 128),
-      irm1_pair=data.get('irm1_pair', 'degrade_then_resize'), shuffle=data.shuffle)
+      irm1_pair=data.get('irm1_pair', 'degrade_then_resize'), shuffle=data.shuffle,
+      degrade_on=data.get('degrade_on', 'host'))

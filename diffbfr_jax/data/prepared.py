@@ -4,6 +4,8 @@ which TFDS cannot download: prepared once from a folder, then read by name.
 - `face_folder/512`: every image under the folder (nested folders, any size, PNG/JPEG/...),
   centre-cropped and resized to 512 as the training pipeline reads faces, stored as PNG with its
   relative path; split `train`. FFHQ's 70,000 PNGs, or any folder of HQ faces.
+  `face_folder/512_raw`: the same faces stored as uncompressed uint8 (FFHQ: 70,000 x 768 KiB,
+  about 55 GB), for the stages whose host would otherwise spend its time decoding PNGs.
 - `face_pairs`: LQ/GT pairs, the folder holding `lq/` and `gt/` with the same relative names
   (the make_test_set job writes this layout; CelebA-Test's `celeba_512_validation_lq` and
   `celeba_512_validation` folders linked as `lq` and `gt`); both stored as they are; split `test`.
@@ -18,6 +20,7 @@ import logging
 import os
 import pathlib
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from diffbfr_jax import errors
@@ -30,21 +33,32 @@ _HOW = ('Give the folder as the manual_dir (the prepare job\'s --config.prepare.
 @dataclasses.dataclass
 class FaceFolderConfig(tfds.core.BuilderConfig):
   size: int = 512
+  raw: bool = False  # store uncompressed uint8 pixels instead of PNG
 
 
 class FaceFolder(tfds.core.GeneratorBasedBuilder):
   """HQ faces from a local folder, square, at the config's size."""
   VERSION = tfds.core.Version('1.0.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = _HOW
-  BUILDER_CONFIGS = [FaceFolderConfig(name='512', size=512,
-                                      description='centre-cropped and resized to 512x512')]
+  BUILDER_CONFIGS = [
+      FaceFolderConfig(name='512', size=512,
+                       description='centre-cropped and resized to 512x512, stored as PNG'),
+      FaceFolderConfig(name='512_raw', size=512, raw=True,
+                       description='centre-cropped and resized to 512x512, stored as '
+                       'uncompressed uint8 (768 KiB a face; read about 10x faster than PNG)'),
+  ]
 
   def _info(self):
     size = self.builder_config.size
+    if self.builder_config.raw:
+      image = tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8,
+                                   encoding=tfds.features.Encoding.BYTES)
+    else:
+      image = tfds.features.Image(shape=(size, size, 3), encoding_format='png')
     return tfds.core.DatasetInfo(
         builder=self, description=__doc__,
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3), encoding_format='png'),
+            'image': image,
             'name': tfds.features.Text(),  # the file's path relative to the folder
         }))
 

@@ -131,7 +131,8 @@ def test_accelerator_benchmark_runs_without_tensorflow(tmp_path):
   cmd = [sys.executable, '-m', 'diffbfr_jax.benchmarks.accelerator', f'--out={out}',
          '--size=smoke', '--dtype=float32', '--stages=irm1', '--remat=false',
          '--memory_limit_gib=64', '--max_batch=2', '--steps=1', '--chain_steps=2',
-         '--chain_batch=1', '--cascades=irm_s', '--cascade_batch=1', '--peak_tflops=1']
+         '--chain_batch=1', '--degrade_batch=2', '--cascades=irm_s', '--cascade_batch=1',
+         '--peak_tflops=1']
   done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   results = json.loads(out.read_text())
@@ -150,6 +151,9 @@ def test_accelerator_benchmark_runs_without_tensorflow(tmp_path):
       train['flops_per_step'] / train['step_s'] / 1e12) == pytest.approx(train['hfu'])
   chain, = results['chain']
   assert chain['stage'] == 'irm1' and chain['chain_step_ms'] > 0
+  degrade, = results['degrade']
+  assert degrade['stage'] == 'irm1' and degrade['per_device_batch'] == 2
+  assert degrade['images_per_s_per_device'] == pytest.approx(2 / degrade['batch_s'])
   cascade, = results['cascade']
   assert cascade['evaluations'] == {'irm2': 2000} and cascade['seconds_per_face'] > 0
   assert '| irm1 | off | 2 |' in done.stdout  # the printed table

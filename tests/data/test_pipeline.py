@@ -100,3 +100,41 @@ def test_a_paper_config_without_a_source_says_what_to_set():
   with pytest.raises(ConfigError, match=r"kind=''.*'bundled'"):
     pipeline.from_config(tem.get_config(), start_step=0, process_index=0, process_count=1,
                          local_devices=1)
+
+
+@pytest.mark.parametrize('stage', ['irm1', 'irm2', 'tem'])
+def test_device_batches_become_the_host_batches_on_the_device(face_folder, stage):
+  """degrade_on='device': the pipeline sends faces and parameters; the device-side examples of
+  a batch match the host pipeline's batch of the same seed and step (no noise, so the two draw
+  nothing different; the JPEG coders differ by rounding)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
+
+  options = dict(stage=stage, degradation={'noise_range': (0.0, 0.0)}, start_step=3)
+  (host,) = _take(_dataset(face_folder, **options)[0], 1)
+  ds, _ = _dataset(face_folder, degrade_on='device', **options)
+  device = jax.tree_util.tree_map(lambda v: v.numpy(), next(iter(ds)))
+  assert device['hq'].shape == (2, 2, 32, 32, 3) and device['hq'].dtype == np.uint8
+  np.testing.assert_array_equal(device['id'], host['id'])
+  examples = device_degradation.make_examples(
+      jax.tree_util.tree_map(lambda v: v.reshape((4,) + v.shape[2:]), device), stage=stage,
+      image_size=SIZES[stage], kernel_size=41, buffer=device_degradation.buffer_size(32, 0.8))
+  assert set(examples) == set(host)
+  for key in set(host) - {'id'}:
+    ours, ref = np.asarray(examples[key]).reshape(host[key].shape), host[key]
+    mse = np.mean(((ours - ref) / 2) ** 2)
+    assert mse == 0 or 10 * np.log10(1 / mse) > 40, (key, mse)
+
+
+def test_device_batches_resume_exactly(face_folder):
+  import jax  # pylint: disable=g-import-not-at-top
+  as_numpy = lambda batch: jax.tree_util.tree_map(lambda v: v.numpy(), batch)
+  straight = [as_numpy(b) for b in _dataset(face_folder, degrade_on='device')[0].take(4)]
+  resumed = as_numpy(next(iter(_dataset(face_folder, degrade_on='device', start_step=3)[0])))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, straight[3], resumed)
+  assert not np.array_equal(straight[2]['hq'], straight[3]['hq'])
+
+
+def test_degrade_on_must_be_host_or_device(face_folder):
+  with pytest.raises(ConfigError, match="degrade_on='gpu'"):
+    _dataset(face_folder, degrade_on='gpu')

@@ -20,13 +20,13 @@ def _prepare(name, manual_dir, data_dir):
   return main.run(config, None)
 
 
-def test_face_folder_holds_the_folder_sources_faces_at_512(face_folder, tmp_path, caplog):
+@pytest.mark.parametrize('name', ['face_folder/512', 'face_folder/512_raw'])
+def test_face_folder_holds_the_folder_sources_faces_at_512(face_folder, tmp_path, caplog, name):
   with caplog.at_level(logging.WARNING):
-    builder = _prepare('face_folder/512', face_folder, tmp_path / 'tfds')
+    builder = _prepare(name, face_folder, tmp_path / 'tfds')
   assert builder.info.splits['train'].num_examples == 6  # the 4 undecodable files left out
   assert 'corrupt.png' in caplog.text and 'truncated.png' in caplog.text
-  prepared = sources.make_source('tfds', 512, tfds_name='face_folder/512',
-                                 data_dir=str(tmp_path / 'tfds'))
+  prepared = sources.make_source('tfds', 512, tfds_name=name, data_dir=str(tmp_path / 'tfds'))
   folder = sources.FolderSource(face_folder, 512)
   readable = {}
   for i in range(len(folder)):
@@ -37,9 +37,9 @@ def test_face_folder_holds_the_folder_sources_faces_at_512(face_folder, tmp_path
   names = [prepared.records[i]['name'] for i in range(len(prepared))]
   names = [n.decode() if isinstance(n, bytes) else n for n in names]
   assert sorted(names) == sorted(readable)
-  for i, name in enumerate(names):  # PNG is lossless: the same pixels as the folder's
-    np.testing.assert_array_equal(prepared.load(i), readable[name])
-    assert prepared.name(i) == f'face_folder/512[{i}] {name}'
+  for i, file in enumerate(names):  # PNG is lossless: the same pixels as the folder's
+    np.testing.assert_array_equal(prepared.load(i), readable[file])
+    assert prepared.name(i) == f'{name}[{i}] {file}'
 
 
 def test_a_stage_trains_from_the_prepared_dataset_with_exact_resume(face_folder, tmp_path):

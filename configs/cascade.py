@@ -57,7 +57,9 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.job = 'restore'
   config.seed = 0  # with each file's relative name and the sample index, fixes its result
-  config.input_dir = ''  # folder of LQ faces: any size, PNG/JPEG/..., nested folders
+  config.input_dir = ''  # folder of LQ faces: any size, PNG/JPEG/..., nested folders; or a
+  # prepared dataset's field, tfds:NAME:FIELD[:SPLIT] (tfds:face_pairs:lq: the LQ of the pairs)
+  config.data_dir = ''  # the TFDS data folder of a tfds: input ('' = TFDS's default)
   config.output_dir = ''  # where the restored PNGs go ('' = the --workdir)
   config.overwrite = False  # replace outputs that already exist (otherwise stop before compute)
   config.image_size = 512  # faces are read at this size (others resized, with a note)

@@ -15,6 +15,8 @@ def get_config(arg=None):
   config.job = 'evaluate'
   config.restored_dir = ''  # restored faces (e.g. the restore job's output folder)
   config.gt_dir = ''  # their ground truth (e.g. the make_test_set job's gt/), same relative names
+  # Either may also be a prepared dataset's field, tfds:NAME:FIELD[:SPLIT] (tfds:face_pairs:gt).
+  config.data_dir = ''  # the TFDS data folder of a tfds: field ('' = TFDS's default)
   config.output_dir = ''  # where per_image.csv and summary.json go ('' = the --workdir)
   config.metrics = ('psnr', 'ssim', 'lpips', 'niqe', 'fid')  # any of these
   config.y_channel = False  # PSNR/SSIM on the Y channel instead of RGB (GFPGAN papers use RGB)

@@ -16,7 +16,9 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.job = 'make_test_set'
   config.test_set = ml_collections.ConfigDict(dict(  # diffbfr_jax.data.testset.write_test_set
-      input_dir='',  # folder of HQ faces (nested folders, any size: centre-cropped and resized)
+      input_dir='',  # folder of HQ faces (nested folders, any size: centre-cropped and resized),
+      # or a prepared dataset's field, tfds:NAME:FIELD[:SPLIT] (tfds:face_folder/512:image:train)
+      data_dir='',  # the TFDS data folder of a tfds: input ('' = TFDS's default)
       output_dir='',  # where gt/, lq/ and manifest.json go
       size=512,  # pixels per side of both images (CelebA-Test: 512)
       seed=0,  # with each file's relative path, fixes its degradation

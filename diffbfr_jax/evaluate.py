@@ -13,7 +13,6 @@ import csv
 import functools
 import json
 import logging
-import pathlib
 import time
 
 import numpy as np
@@ -32,16 +31,20 @@ TABLE = ('ssim', 'psnr', 'fid', 'niqe', 'lpips')  # the column order of the pape
 DIGITS = {'ssim': 4, 'psnr': 3, 'fid': 3, 'niqe': 4, 'lpips': 4}
 
 
-def _by_name(folder) -> dict:
-  """{name: file} of the images under `folder`, the name being the relative path without its
-  suffix as the other jobs write it (`sources.output_names`: a.jpg and a.png are a_jpg, a_png)."""
-  return {out.removesuffix('.png'): f
-          for f, out in sources.output_names(sources.list_images(folder)).items()}
+def _by_name(images: sources.ImageSet) -> dict:
+  """{name: file} of `images`, the name being the relative path without its suffix as the other
+  jobs write it (`sources.output_names`: a.jpg and a.png are a_jpg, a_png)."""
+  return {out.removesuffix('.png'): f for f, out in sources.output_names(images.names).items()}
 
 
-def pair_files(restored_dir, gt_dir) -> list:
-  """[(name, restored file, ground-truth file)] matched by relative path without suffix."""
-  restored, gt = _by_name(restored_dir), _by_name(gt_dir)
+def pair_files(restored_dir, gt_dir, *, data_dir: str = '') -> list:
+  """[(name, restored file, ground-truth file)] matched by relative path without suffix; either
+  side a folder, a prepared dataset's field (`sources.image_set`) or an `ImageSet`."""
+  as_set = lambda x: x if isinstance(x, sources.ImageSet) else sources.image_set(
+      x, data_dir=data_dir)
+  restored_set, gt_set = as_set(restored_dir), as_set(gt_dir)
+  restored, gt = _by_name(restored_set), _by_name(gt_set)
+  restored_dir, gt_dir = restored_set.label, gt_set.label
   only_restored, only_gt = sorted(restored.keys() - gt.keys()), sorted(gt.keys() - restored.keys())
   if only_restored or only_gt:
     def show(names):
@@ -66,23 +69,21 @@ def check_config(config) -> None:
     raise ConfigError(f'config.lpips_net={config.lpips_net!r}: expected one of {sorted(lpips.NETS)}')
 
 
-def _read(folder, name):
-  path = pathlib.Path(folder) / name
-  return sources.decode_rgb(path.read_bytes(), str(path))
-
-
 def run(config, workdir) -> dict:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the per-image CSV and the summary')
-  pairs = pair_files(config.restored_dir, config.gt_dir)
+  data_dir = config.get('data_dir', '')
+  restored_set = sources.image_set(config.restored_dir, data_dir=data_dir)
+  gt_set = sources.image_set(config.gt_dir, data_dir=data_dir)
+  pairs = pair_files(restored_set, gt_set)
   metrics = [m for m in PER_IMAGE if m in config.metrics]
   measure = functools.partial(batch_metrics, metrics, y_channel=config.y_channel,
                               lpips_net=config.lpips_net)
   rows, start = [], time.perf_counter()
   for b in range(0, len(pairs), config.batch_size):
     chunk = pairs[b:b + config.batch_size]
-    restored = [_read(config.restored_dir, r) for _, r, _ in chunk]
-    gt = [_read(config.gt_dir, g) for _, _, g in chunk]
+    restored = [restored_set.decode(r) for _, r, _ in chunk]
+    gt = [gt_set.decode(g) for _, _, g in chunk]
     for (name, r, g), x, y in zip(chunk, restored, gt):
       if x.shape != y.shape:
         raise ConfigError(f'{name}: the restoration {r} is {x.shape[1]}x{x.shape[0]} but the '
@@ -116,7 +117,7 @@ def run(config, workdir) -> dict:
   if 'fid' in config.metrics:
     cache = config.fid_cache_dir or out_dir / 'fid_cache'
     summary['fid'] = results['fid'] = fid.fid_between_folders(
-        config.restored_dir, config.gt_dir, batch_size=config.batch_size, cache_dir=cache)
+        restored_set, gt_set, batch_size=config.batch_size, cache_dir=cache)
   out_dir.mkdir(parents=True, exist_ok=True)
   with open(out_dir / 'per_image.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['name', 'restored', 'gt', *metrics])

@@ -7,17 +7,17 @@ import os
 PATH_FIELDS = (
     'data.source.path', 'data.source.data_dir', 'data.source.manual_dir',  # training
     'convert.source',  # convert
-    'test_set.input_dir', 'test_set.output_dir',  # make_test_set
+    'test_set.input_dir', 'test_set.output_dir', 'test_set.data_dir',  # make_test_set
     'input_dir', 'output_dir', 'irm1.checkpoint', 'irm2.checkpoint', 'tem.checkpoint',  # restore
-    'restored_dir', 'gt_dir', 'fid_cache_dir',  # evaluate
+    'restored_dir', 'gt_dir', 'fid_cache_dir', 'data_dir',  # evaluate (data_dir: restore too)
     'config_dir',  # demo
 )
 
 
 def absolute(path: str) -> str:
-  """`path` made absolute against the current folder, `~` expanded; '' and URLs (gs://...)
-  unchanged."""
-  if not path or '://' in path:
+  """`path` made absolute against the current folder, `~` expanded; '', URLs (gs://...) and
+  prepared datasets (tfds:NAME:FIELD) unchanged."""
+  if not path or '://' in path or path.startswith('tfds:'):
     return path
   return os.path.abspath(os.path.expanduser(path))
 

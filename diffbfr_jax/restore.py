@@ -1,4 +1,5 @@
-"""The restore job: every image of a folder through the cascade, written as PNGs.
+"""The restore job: every image of a folder (or of a prepared dataset's field, such as
+`tfds:face_pairs:lq`) through the cascade, written as PNGs.
 
   python -m diffbfr_jax.main --config=configs/cascade.py[:preset] --workdir=DIR \
       --config.input_dir=LQ_FACES --config.irm1.checkpoint=... (see configs/cascade.py)
@@ -55,7 +56,8 @@ def check_config(config) -> None:
     if config[field] < 1:
       raise ConfigError(f'config.{field}={config[field]!r}: must be at least 1')
   if not config.input_dir:
-    raise ConfigError('config.input_dir is empty: give the folder of faces to restore')
+    raise ConfigError('config.input_dir is empty: give the folder of faces to restore (or '
+                      'a prepared dataset field, tfds:face_pairs:lq)')
   for name in cascade.STAGES:
     if config[name].params not in ('ema_params', 'params'):
       raise ConfigError(f'config.{name}.params={config[name].params!r}: expected '
@@ -98,7 +100,8 @@ def run(config, workdir) -> Report:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the restored faces')
   parallel.initialize(**config.distributed)
-  files = sources.list_images(config.input_dir)
+  inputs = sources.image_set(config.input_dir, data_dir=config.get('data_dir', ''))
+  files = inputs.names
   names = output_names(files, config.num_samples)  # over all files: names are host-independent
   files = parallel.process_share(files)  # each host restores its share
   mine = set(files)
@@ -137,8 +140,7 @@ def run(config, workdir) -> Report:
     if name not in cache:
       cache.clear()
       try:
-        rgb = sources.decode_rgb((pathlib.Path(config.input_dir) / name).read_bytes(),
-                                 str(pathlib.Path(config.input_dir) / name))
+        rgb = inputs.decode(name)
       except (sources.DecodeError, OSError) as e:
         logging.warning('Skipping %s', e)
         report.skipped.append(str(e))

@@ -149,3 +149,50 @@ def test_main_reports_a_wrong_checkpoint_without_a_traceback(smoke_runs, odd_fol
   assert 'error: config.irm1.checkpoint=' in result.stderr
   assert 'holds a irm2 checkpoint' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_restore_and_evaluate_read_a_prepared_pairs_dataset_by_name(smoke_runs, tmp_path,
+                                                                    monkeypatch):
+  """`tfds:face_pairs:lq` and `tfds:face_pairs:gt` with a relative data_dir give what the
+  folders they were prepared from give: the same restorations, the same metrics and FID."""
+  from configs import evaluate as evaluate_config  # pylint: disable=g-import-not-at-top
+  from configs import prepare as prepare_config  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  for name in ('a.png', 'b.png', 'nested/c.png'):
+    gt = rng.integers(0, 256, (32, 32, 3), np.uint8)
+    lq = np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255).astype(np.uint8)
+    for side, image in (('lq', lq), ('gt', gt)):
+      (tmp_path / 'pairs' / side / 'nested').mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(tmp_path / 'pairs' / side / name)
+  monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+  config = prepare_config.get_config()
+  config.prepare.update(name='face_pairs', manual_dir='pairs', data_dir='DATASETS')
+  main.run(config, None)
+
+  def restore(input_dir, out):
+    config = _config(smoke_runs, input_dir, preset='irm_s,smoke', data_dir='DATASETS')
+    config.irm2.sampling.respacing = '10'
+    return main.run(config, out)
+
+  by_name = restore('tfds:face_pairs:lq', 'from_dataset')
+  by_folder = restore('pairs/lq', 'from_folder')
+  written = sorted(str(p.relative_to(tmp_path / 'from_dataset')) for p in by_name.written)
+  assert written == ['a.png', 'b.png', 'nested/c.png']
+  for rel in written:
+    np.testing.assert_array_equal(_read(tmp_path / 'from_dataset' / rel),
+                                  _read(tmp_path / 'from_folder' / rel))
+
+  def evaluate(gt_dir, out):
+    config = evaluate_config.get_config()
+    config.update(restored_dir='from_dataset', gt_dir=gt_dir, data_dir='DATASETS',
+                  metrics=('psnr', 'ssim', 'fid'), batch_size=3)
+    return main.run(config, out)
+
+  from_dataset, from_folder = evaluate('tfds:face_pairs:gt', 'eval_a'), evaluate('pairs/gt',
+                                                                                  'eval_b')
+  assert from_dataset['count'] == 3
+  assert from_dataset['means'] == pytest.approx(from_folder['means'], rel=1e-12)
+  assert from_dataset['fid'] == pytest.approx(from_folder['fid'], rel=1e-9)
+  with pytest.raises(ConfigError, match="image fields"):
+    evaluate('tfds:face_pairs:hq', 'eval_c')

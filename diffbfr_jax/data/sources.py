@@ -149,13 +149,79 @@ def output_names(files, suffix: str = '.png') -> dict:
   return names
 
 
-class FolderSource(ImageSource):
-  """Every image under a folder (PNG, JPEG, ...; nested folders; any size)."""
+class ImageSet:
+  """Named image files read whole, as bytes: what the restore and evaluate jobs read. Made by
+  `image_set` from a folder, or from one image field of a prepared TFDS dataset."""
 
-  def __init__(self, folder, size: int):
-    self.root = pathlib.Path(folder)
-    self.files = list_images(folder)
-    self.size = size
+  def __init__(self, label: str, names: list, read, where):
+    self.label, self.names = label, names  # names: sorted relative paths
+    self._read, self._where = read, where
+
+  def read_bytes(self, name: str) -> bytes:
+    return self._read(name)
+
+  def where(self, name: str) -> str:
+    """Where `name` is, for messages: its path, or the dataset and field."""
+    return self._where(name)
+
+  def decode(self, name: str) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of `name`; `DecodeError` (or OSError) naming it if impossible."""
+    return decode_rgb(self.read_bytes(name), self.where(name))
+
+
+TFDS_PREFIX = 'tfds:'
+
+
+def image_set(spec, *, data_dir: str = '') -> ImageSet:
+  """A folder (nested folders, every image suffix), or `tfds:NAME:FIELD[:SPLIT]`: the images in
+  FIELD of a prepared TFDS dataset under `data_dir`, named by its records' `name` (e.g.
+  `tfds:face_pairs:lq`, split `test` unless given), read as the PNG bytes the dataset stores."""
+  spec = str(spec)
+  if not spec.startswith(TFDS_PREFIX):
+    root = pathlib.Path(spec)
+    return ImageSet(spec, list_images(root), lambda n: (root / n).read_bytes(),
+                    lambda n: str(root / n))
+  parts = spec[len(TFDS_PREFIX):].split(':')
+  if len(parts) not in (2, 3) or not all(parts):
+    raise ConfigError(f'{spec!r}: expected tfds:NAME:FIELD or tfds:NAME:FIELD:SPLIT, e.g. '
+                      'tfds:face_pairs:lq')
+  name, field, split = parts[0], parts[1], parts[2] if len(parts) == 3 else 'test'
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import prepared  # pylint: disable=g-import-not-at-top,unused-import
+
+  data_dir = data_dir and os.path.abspath(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+    features = builder.info.features
+  except Exception as e:  # TFDS raises many kinds; all mean the same to a user
+    raise errors.NotFound(f'{spec!r}: TFDS dataset {name!r} (data_dir {data_dir!r}) cannot be '
+                          f'opened: {e}') from e
+  images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+  if field not in images or 'name' not in features:
+    raise ConfigError(f'{spec!r}: {name!r} has image fields {images}' +
+                      ('' if 'name' in features else ' and no name field'))
+  try:
+    records = builder.as_data_source(split=split, decoders={k: tfds.decode.SkipDecoding()
+                                                            for k in images})
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.NotFound(f'{spec!r}: split {split!r} of {name!r} under '
+                          f'{builder.data_dir} cannot be read: {e}') from e
+  index = {}
+  for i in range(len(records)):
+    n = records[i]['name']
+    index[n.decode() if isinstance(n, bytes) else str(n)] = i
+  if not index:
+    raise errors.NotFound(f'{spec!r}: split {split!r} of {name!r} is empty')
+  return ImageSet(spec, sorted(index), lambda n: records[index[n]][field],
+                  lambda n: f'{name} {split} {field} {n}')
+
+
+class ImageSetSource(ImageSource):
+  """The images of an `ImageSet` (a folder or a prepared dataset's field), centre-cropped and
+  resized to `size`, by index."""
+
+  def __init__(self, images: ImageSet, size: int):
+    self.images, self.files, self.size = images, images.names, size
 
   def __len__(self):
     return len(self.files)
@@ -164,12 +230,19 @@ class FolderSource(ImageSource):
     return self.files[index]
 
   def _read(self, index):
-    path = self.root / self.files[index]
+    name = self.files[index]
     try:
-      data = path.read_bytes()
+      return self.images.decode(name)
     except OSError as e:
-      raise DecodeError(f'{path}: cannot read ({e})') from None
-    return decode_rgb(data, str(path))
+      raise DecodeError(f'{self.images.where(name)}: cannot read ({e})') from None
+
+
+class FolderSource(ImageSetSource):
+  """Every image under a folder (PNG, JPEG, ...; nested folders; any size)."""
+
+  def __init__(self, folder, size: int):
+    self.root = pathlib.Path(folder)
+    super().__init__(image_set(folder), size)
 
 
 class ArraySource(ImageSource):

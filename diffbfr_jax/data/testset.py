@@ -30,12 +30,12 @@ def image_seed(seed: int, name: str) -> list[int]:
 
 
 def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: int = 0,
-                   overwrite: bool = False, degradation=None) -> dict:
+                   overwrite: bool = False, degradation=None, data_dir: str = '') -> dict:
   """Writes the test set and returns the manifest (also written as manifest.json)."""
   if not input_dir or not output_dir:
     raise ConfigError('config.test_set.input_dir and config.test_set.output_dir must both be set '
                      f'(got {input_dir!r} and {output_dir!r})')
-  source = sources.FolderSource(input_dir, size)
+  source = sources.ImageSetSource(sources.image_set(input_dir, data_dir=data_dir), size)
   out = pathlib.Path(output_dir)
   manifest_path = out / 'manifest.json'
   if manifest_path.exists() and not overwrite:

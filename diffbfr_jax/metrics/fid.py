@@ -27,7 +27,6 @@ from diffbfr_jax.metrics import inception
 # Part of every fingerprint and stored in every cache file: a change of the features (the
 # network, its preprocessing) or of the file layout bumps it, so no older cache is ever read.
 CACHE_FORMAT = 'diffbfr_jax.fid_stats.v2 (inception 2015-12-05 pool3, nv_bilinear 299)'
-_CHUNK = 1 << 20  # bytes read at a time while hashing
 
 
 def statistics(features):
@@ -56,15 +55,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   trace_sqrt = np.sqrt(np.clip(inner, 0, None)).sum()
   value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
   return float(np.maximum(value, 0.0))  # np.maximum, not max(): keeps a NaN visible
-
-
-def file_digest(path) -> str:
-  """SHA-256 (hex) of the bytes of the file at `path`, read in chunks."""
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(_CHUNK), b''):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def fingerprint(files, digests) -> str:
@@ -126,14 +116,15 @@ def _save_cache(cache, **arrays):
 
 
 def folder_statistics(folder, *, batch_size: int = 16, cache_dir=None):
-  """(mu, sigma, count) of every image under `folder` (any sizes), from the cache in
-  `cache_dir` when one was computed from files of the same names and bytes."""
-  files = sources.list_images(folder)
-  root = pathlib.Path(folder)
+  """(mu, sigma, count) of every image under `folder` (any sizes; or of a `sources.ImageSet`,
+  such as a prepared dataset's field), from the cache in `cache_dir` when one was computed from
+  files of the same names and bytes."""
+  images = folder if isinstance(folder, sources.ImageSet) else sources.image_set(folder)
+  folder, files = images.label, images.names
   posix = [pathlib.PurePath(n).as_posix() for n in files]  # the same key on every OS
   digests = key = None
   if cache_dir:
-    digests = [file_digest(root / n) for n in files]
+    digests = [hashlib.sha256(images.read_bytes(n)).hexdigest() for n in files]
     key = fingerprint(posix, digests)
     cache = _cache_path(cache_dir, key)
     if cache.is_file():
@@ -145,11 +136,11 @@ def folder_statistics(folder, *, batch_size: int = 16, cache_dir=None):
   feats, used, start = [], [], time.perf_counter()
   for b in range(0, len(files), batch_size):
     names = files[b:b + batch_size]
-    blobs = [(root / n).read_bytes() for n in names]
+    blobs = [images.read_bytes(n) for n in names]
     used += [hashlib.sha256(blob).hexdigest() for blob in blobs]
-    images = [sources.decode_rgb(blob, str(root / n)) for blob, n in zip(blobs, names)]
-    for shape in sorted({im.shape for im in images}):  # equal sizes batch together
-      group = np.stack([im for im in images if im.shape == shape]).astype(np.float32)
+    decoded = [sources.decode_rgb(blob, images.where(n)) for blob, n in zip(blobs, names)]
+    for shape in sorted({im.shape for im in decoded}):  # equal sizes batch together
+      group = np.stack([im for im in decoded if im.shape == shape]).astype(np.float32)
       padded = np.concatenate([group, np.repeat(group[-1:], batch_size - len(group), 0)])
       feats.append(np.asarray(inception.features(params, padded))[:len(group)])
     done = min(b + batch_size, len(files))

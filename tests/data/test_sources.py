@@ -97,6 +97,17 @@ def test_tfds_source_prepares_and_reads_a_dataset_by_name(tmp_path):
     sources.make_source('tfds', 16, tfds_name='no_such_dataset', data_dir=str(tmp_path))
 
 
+def test_image_sets_name_a_bad_dataset_spec_field_or_dataset(tmp_path):
+  from diffbfr_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  for spec in ('tfds:face_pairs', 'tfds:face_pairs::test', 'tfds:a:b:c:d'):
+    with pytest.raises(ConfigError, match='expected tfds:NAME:FIELD'):
+      sources.image_set(spec)
+  with pytest.raises(FileNotFoundError, match="'no_such_dataset'"):
+    sources.image_set('tfds:no_such_dataset:lq', data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="split 'test' of 'face_pairs'"):
+    sources.image_set('tfds:face_pairs:lq', data_dir=str(tmp_path))  # not prepared there
+
+
 def _save(path, seed=0, shape=(12, 12, 3)):
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, np.uint8)).save(path)

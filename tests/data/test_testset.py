@@ -80,3 +80,25 @@ def test_inputs_that_share_a_stem_each_get_their_own_files(tmp_path):
   for entry in manifest['images']:  # each GT file is its own input
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'set' / entry['gt'])),
                                   source.load(source.files.index(entry['name'])))
+
+
+def test_a_test_set_from_a_prepared_dataset_equals_the_one_from_its_folder(face_folder, tmp_path):
+  """`tfds:face_folder/512:image:train` as the input: the faces it holds give the same pairs
+  as the folder they were prepared from (whose undecodable files the dataset left out)."""
+  from configs import prepare as prepare_config  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import main  # pylint: disable=g-import-not-at-top
+
+  config = prepare_config.get_config()
+  config.prepare.update(name='face_folder/512', manual_dir=str(face_folder),
+                        data_dir=str(tmp_path / 'tfds'))
+  main.run(config, None)
+  options = dict(size=512, seed=5, degradation={'flip_prob': 0.0})  # the dataset's size
+  by_name = testset.write_test_set('tfds:face_folder/512:image:train', str(tmp_path / 'a'),
+                                   data_dir=str(tmp_path / 'tfds'), **options)
+  by_folder = testset.write_test_set(str(face_folder), str(tmp_path / 'b'), **options)
+  assert [e['name'] for e in by_name['images']] == [e['name'] for e in by_folder['images']]
+  for entry in by_name['images']:
+    for side in ('lq', 'gt'):
+      np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'a' / entry[side])),
+                                    np.asarray(Image.open(tmp_path / 'b' / entry[side])))
+  assert not by_name['skipped'] and len(by_folder['skipped']) == 4

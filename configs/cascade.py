@@ -38,18 +38,6 @@ CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast')
 SIZES = ('', 'demo', 'smoke')
 
 
-def _stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      enabled=True,  # run this stage
-      checkpoint=checkpoint,  # the stage's training workdir (or its checkpoints/ folder)
-      step=-1,  # checkpoint step; -1 = the latest
-      params='ema_params',  # 'ema_params' (the EMA, for sampling) | 'params' (the raw weights)
-      dtype='',  # compute dtype override: '' (as trained) | 'float32' | 'bfloat16'
-      # diffusion.samplers.make_sampler(**sampling); ddim_eps as the stage config says
-      sampling=stage_config.sampling,
-  ))
-
-
 def get_config(arg=None):
   preset = common.parse_preset(arg, cascade=CASCADES[1:], size=SIZES[1:])
   cascade, size = preset['cascade'], preset['size']
@@ -67,9 +55,9 @@ def get_config(arg=None):
   config.num_samples = 1  # restorations per face, each from its own key: NAME_sample<k>.png
   config.save_grid = False  # also write grids/NAME.png: LQ | IRM-1 | IRM-2 | TEM side by side
   config.save_stages = False  # also write stages/<stage>/NAME.png for every stage but the last
-  config.irm1 = _stage(irm1.get_config(stage_size), '')
-  config.irm2 = _stage(irm2.get_config(stage_size), '')
-  config.tem = _stage(tem.get_config(stage_size), '')
+  config.irm1 = common.sampling_stage(irm1.get_config(stage_size), '')
+  config.irm2 = common.sampling_stage(irm2.get_config(stage_size), '')
+  config.tem = common.sampling_stage(tem.get_config(stage_size), '')
   config.distributed = common.base('tem').distributed  # parallel.initialize(**distributed)
 
   if cascade in ('irm_c_t', 'irm_c', 'irm_s'):

@@ -137,6 +137,19 @@ def sampling(*, start_step: int, from_noise: bool, variance: str, clip_x0: bool,
   ))
 
 
+def sampling_stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:
+  """A trained stage as the sampling jobs (restore, sample) take it: its checkpoint and chain."""
+  return ml_collections.ConfigDict(dict(
+      enabled=True,  # run this stage (the restore job's cascades)
+      checkpoint=checkpoint,  # the stage's training workdir (or its checkpoints/ folder)
+      step=-1,  # checkpoint step; -1 = the latest
+      params='ema_params',  # 'ema_params' (the EMA, for sampling) | 'params' (the raw weights)
+      dtype='',  # compute dtype override: '' (as trained) | 'float32' | 'bfloat16'
+      # diffusion.samplers.make_sampler(**sampling); ddim_eps as the stage config says
+      sampling=stage_config.sampling,
+  ))
+
+
 def parse_preset(arg, **groups) -> dict:
   """The one preset syntax of every config file: `FILE:NAME[,NAME...]`, each name from one of
   `groups` ({group: allowed names}), at most one per group, in any order. Returns {group: name}

@@ -37,6 +37,7 @@ JOBS = {
     'prepare': 'diffbfr_jax.data.prepared',  # a TFDS dataset from a folder of faces
     'restore': 'diffbfr_jax.restore',  # a folder of faces through the cascade
     'evaluate': 'diffbfr_jax.evaluate',  # PSNR, SSIM, LPIPS, NIQE and FID of restored faces
+    'sample': 'diffbfr_jax.sample',  # faces drawn from noise by TEM, with their FID
     'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU
 }
 

@@ -10,6 +10,7 @@ PATH_FIELDS = (
     'test_set.input_dir', 'test_set.output_dir', 'test_set.data_dir',  # make_test_set
     'input_dir', 'output_dir', 'irm1.checkpoint', 'irm2.checkpoint', 'tem.checkpoint',  # restore
     'restored_dir', 'gt_dir', 'fid_cache_dir', 'data_dir',  # evaluate (data_dir: restore too)
+    'reference_dir',  # sample
     'config_dir',  # demo
 )
 

@@ -13,6 +13,7 @@ _TENSORFLOW_FREE = [
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
     'configs.cascade', 'configs.evaluate', 'diffbfr_jax.data.device_degradation',
+    'diffbfr_jax.sample', 'configs.sample',
 ]
 
 

@@ -1,0 +1,73 @@
+"""The sample job on the smoke TEM checkpoint written by the training code (tests/conftest.py)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import sample as sample_config
+from diffbfr_jax import errors
+from diffbfr_jax import main
+from diffbfr_jax.config_checks import ConfigError
+
+
+def _config(runs, **fields):
+  config = sample_config.get_config('ddim,smoke')
+  config.tem.checkpoint = str(runs['tem'])
+  config.tem.sampling.respacing = 'ddim10'
+  config.update(num_samples=5, **fields)
+  return config
+
+
+def _read(path):
+  return np.asarray(Image.open(path)).astype(int)
+
+
+def test_samples_depend_on_seed_and_index_only(smoke_runs, tmp_path):
+  reference = tmp_path / 'reference'
+  reference.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(reference / f'{i}.png')
+  summary = main.run(_config(smoke_runs, batch_size=3, grid_count=5,
+                             reference_dir=str(reference)), str(tmp_path / 'a'))
+  again = main.run(_config(smoke_runs, batch_size=8), str(tmp_path / 'b'))
+  other = main.run(_config(smoke_runs, batch_size=8, seed=1), str(tmp_path / 'c'))
+  names = sorted(p.name for p in (tmp_path / 'a' / 'samples').iterdir())
+  assert names == [f'sample_{i:05d}.png' for i in range(5)]
+  for name in names:
+    a = _read(tmp_path / 'a' / 'samples' / name)
+    assert a.shape == (32, 32, 3)
+    # Other batches: equal up to float summation order, at most 1/255 apart.
+    assert np.abs(a - _read(tmp_path / 'b' / 'samples' / name)).max() <= 1, name
+    assert np.abs(a - _read(tmp_path / 'c' / 'samples' / name)).mean() > 5, name
+  first, second = (_read(tmp_path / 'a' / 'samples' / n) for n in names[:2])
+  assert np.abs(first - second).mean() > 5  # two samples differ
+  grid = _read(tmp_path / 'a' / 'grid.png')
+  assert grid.shape == (2 * 32, 3 * 32, 3)  # 5 faces in rows of 3
+  np.testing.assert_array_equal(grid[32:, 32:64], _read(tmp_path / 'a' / 'samples' / names[4]))
+  assert not grid[32:, 64:].any()  # the blank sixth place
+  saved = json.loads((tmp_path / 'a' / 'summary.json').read_text())
+  assert saved == summary and summary['network_evaluations'] == 10
+  assert summary['count'] == 5 and summary['sampling']['sampler'] == 'ddim'
+  assert np.isfinite(summary['fid']) and summary['fid'] > 0
+  assert summary['reference'] == str(reference)
+  assert 'fid' not in again
+
+
+def test_a_conditional_checkpoint_or_existing_samples_stop_the_job(smoke_runs, tmp_path):
+  config = _config(smoke_runs)
+  config.tem.checkpoint = str(smoke_runs['irm2'])
+  with pytest.raises(errors.UserError, match='holds a irm2 checkpoint'):
+    main.run(config, str(tmp_path))
+  (tmp_path / 'samples').mkdir()
+  (tmp_path / 'samples' / 'sample_00003.png').write_bytes(b'earlier')
+  with pytest.raises(errors.Exists, match='sample_00003.png'):
+    main.run(_config(smoke_runs), str(tmp_path))
+  config = _config(smoke_runs)
+  config.tem.sampling.from_noise = False
+  with pytest.raises(ConfigError, match='from_noise=False'):
+    main.run(config, str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='nowhere'):
+    main.run(_config(smoke_runs, reference_dir=str(tmp_path / 'nowhere')), str(tmp_path / 'd'))

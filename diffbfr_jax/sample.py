@@ -51,11 +51,9 @@ def sample_keys(seed, indices):
 
 
 def make_sampler(stage: cascade.Stage):
-  """`draw(params, batch) -> [B, S, S, 3]` in [-1, 1]: the stage's chain from N(0, I); batch
-  {'key': [B] keys}."""
-  if stage.conditional:
-    raise ConfigError(f'config.tem.checkpoint holds a conditional network ({stage.name}): the '
-                      'sample job draws from unconditional stages')
+  """`draw(params, batch) -> [B, S, S, 3]` in [-1, 1]: the (unconditional) stage's chain from
+  N(0, I); batch {'key': [B] keys}. `cascade.stage_from_checkpoint('tem', ...)` refuses the
+  checkpoint of any other stage."""
 
   def draw(params, batch):
     keys = batch['key']

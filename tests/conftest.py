@@ -25,15 +25,26 @@ def rng():
 
 
 @pytest.fixture(scope='session')
-def smoke_runs(tmp_path_factory):
-  """{stage: workdir} of the three `:smoke` presets trained by `main` (their default 4 steps):
-  trained once per test session and shared by the training and cascade tests."""
+def smoke_run(tmp_path_factory):
+  """`smoke_run(stage)`: the workdir of the stage's `:smoke` preset trained by `main` (its default
+  4 steps), trained at most once per test session (per worker process) and shared."""
   from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top
   from diffbfr_jax import main  # pylint: disable=g-import-not-at-top
 
   root = tmp_path_factory.mktemp('smoke_runs')
-  runs = {}
-  for name, module in (('irm1', irm1), ('irm2', irm2), ('tem', tem)):
-    runs[name] = root / name
-    main.run(module.get_config('smoke'), str(runs[name]))
-  return runs
+  modules, runs = {'irm1': irm1, 'irm2': irm2, 'tem': tem}, {}
+
+  def get(stage):
+    if stage not in runs:
+      main.run(modules[stage].get_config('smoke'), str(root / stage))
+      runs[stage] = root / stage
+    return runs[stage]
+
+  return get
+
+
+@pytest.fixture(scope='session')
+def smoke_runs(smoke_run):
+  """{stage: workdir} of the three `:smoke` presets (`smoke_run`), for the training and cascade
+  tests."""
+  return {stage: smoke_run(stage) for stage in ('irm1', 'irm2', 'tem')}

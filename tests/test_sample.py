@@ -12,9 +12,9 @@ from diffbfr_jax import main
 from diffbfr_jax.config_checks import ConfigError
 
 
-def _config(runs, **fields):
+def _config(smoke_run, **fields):
   config = sample_config.get_config('ddim,smoke')
-  config.tem.checkpoint = str(runs['tem'])
+  config.tem.checkpoint = str(smoke_run('tem'))
   config.tem.sampling.respacing = 'ddim10'
   config.update(num_samples=5, **fields)
   return config
@@ -24,16 +24,16 @@ def _read(path):
   return np.asarray(Image.open(path)).astype(int)
 
 
-def test_samples_depend_on_seed_and_index_only(smoke_runs, tmp_path):
+def test_samples_depend_on_seed_and_index_only(smoke_run, tmp_path):
   reference = tmp_path / 'reference'
   reference.mkdir()
   rng = np.random.default_rng(0)
   for i in range(3):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(reference / f'{i}.png')
-  summary = main.run(_config(smoke_runs, batch_size=3, grid_count=5,
+  summary = main.run(_config(smoke_run, batch_size=3, grid_count=5,
                              reference_dir=str(reference)), str(tmp_path / 'a'))
-  again = main.run(_config(smoke_runs, batch_size=8), str(tmp_path / 'b'))
-  other = main.run(_config(smoke_runs, batch_size=8, seed=1), str(tmp_path / 'c'))
+  again = main.run(_config(smoke_run, batch_size=8), str(tmp_path / 'b'))
+  other = main.run(_config(smoke_run, batch_size=8, seed=1), str(tmp_path / 'c'))
   names = sorted(p.name for p in (tmp_path / 'a' / 'samples').iterdir())
   assert names == [f'sample_{i:05d}.png' for i in range(5)]
   for name in names:
@@ -56,18 +56,15 @@ def test_samples_depend_on_seed_and_index_only(smoke_runs, tmp_path):
   assert 'fid' not in again
 
 
-def test_a_conditional_checkpoint_or_existing_samples_stop_the_job(smoke_runs, tmp_path):
-  config = _config(smoke_runs)
-  config.tem.checkpoint = str(smoke_runs['irm2'])
-  with pytest.raises(errors.UserError, match='holds a irm2 checkpoint'):
-    main.run(config, str(tmp_path))
+def test_existing_samples_a_truncated_chain_or_no_reference_stop_the_job(smoke_run, tmp_path):
+  # (A checkpoint of another stage is refused by cascade.stage_from_checkpoint: test_restore.)
   (tmp_path / 'samples').mkdir()
   (tmp_path / 'samples' / 'sample_00003.png').write_bytes(b'earlier')
   with pytest.raises(errors.Exists, match='sample_00003.png'):
-    main.run(_config(smoke_runs), str(tmp_path))
-  config = _config(smoke_runs)
+    main.run(_config(smoke_run), str(tmp_path))
+  config = _config(smoke_run)
   config.tem.sampling.from_noise = False
   with pytest.raises(ConfigError, match='from_noise=False'):
     main.run(config, str(tmp_path))
   with pytest.raises(FileNotFoundError, match='nowhere'):
-    main.run(_config(smoke_runs, reference_dir=str(tmp_path / 'nowhere')), str(tmp_path / 'd'))
+    main.run(_config(smoke_run, reference_dir=str(tmp_path / 'nowhere')), str(tmp_path / 'd'))

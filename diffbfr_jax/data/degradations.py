@@ -249,6 +249,18 @@ def _down_sample(params, lq, size, kernel_size):
   return tf.image.resize(lq, down_size(params, size), method='bilinear', antialias=False)
 
 
+def noise_for_device(params, size, buffer: int) -> np.ndarray:
+  """The standard normal noise `apply_params` adds to a face of size (height, width), drawn as
+  `_noise` draws it at the down-sampled size, in the top-left of a zero [buffer, buffer, 3]
+  array: the `noise` with which `device_degradation.degrade` reproduces this pipeline's."""
+  params = _cast_params(params)
+  small = down_size(params, size).numpy()
+  field = np.zeros((buffer, buffer, 3), np.float32)
+  field[:small[0], :small[1]] = tf.random.stateless_normal(
+      [small[0], small[1], 3], params['noise_seed'], dtype=tf.float32).numpy()
+  return field
+
+
 def _noise(params, lq, size, kernel_size):
   del size, kernel_size
   noise = tf.random.stateless_normal(tf.shape(lq), params['noise_seed'], dtype=tf.float32)

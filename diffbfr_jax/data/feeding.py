@@ -171,6 +171,7 @@ def _device_psnr(stage, uint8, options, device_options, params) -> float:
   from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.metrics import psnr_ssim  # pylint: disable=g-import-not-at-top
 
   build = jax.jit(lambda item, noise: device_degradation.make_example(
       item, noise=noise, **device_options))
@@ -182,15 +183,16 @@ def _device_psnr(stage, uint8, options, device_options, params) -> float:
                                 degradation=params, irm1_pair=options['irm1_pair'])
     noise = np.zeros((buffer, buffer, 3), np.float32)
     if stage != 'tem':
-      drawn = degradations._cast_params(  # pylint: disable=protected-access
-          degradations.sample_params(tf.constant([0, i], tf.int64), **params))
-      small = item['degradation']['down_size'].numpy()
-      noise[:small[0], :small[1]] = tf.random.stateless_normal(
-          [small[0], small[1], 3], drawn['noise_seed']).numpy()
+      degraded_at = face.shape[:2]
+      if stage == 'irm1' and options['irm1_pair'] == 'resize_then_degrade':
+        degraded_at = (options['image_size'],) * 2
+      noise = degradations.noise_for_device(
+          degradations.sample_params(tf.constant([0, i], tf.int64), **params), degraded_at,
+          buffer)
     ours = build(tf.nest.map_structure(lambda v: v.numpy(), item), noise)
+    to_255 = lambda x: (np.asarray(x)[None] + 1.0) * 127.5
     for key in set(host) - {'id'}:
-      mse = np.mean(((np.asarray(ours[key]) - host[key].numpy()) / 2.0) ** 2)
-      worst = min(worst, np.inf if mse == 0 else 10 * np.log10(1.0 / mse))
+      worst = min(worst, float(psnr_ssim.psnr(to_255(ours[key]), to_255(host[key]))[0]))
   return float(worst)
 
 

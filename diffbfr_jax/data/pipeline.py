@@ -79,6 +79,11 @@ def _resize(image, size: int):
   return tf.clip_by_value(out, 0.0, 1.0)
 
 
+def _tem_flip(key, degradation: dict):
+  """TEM's only random choice: flip the face with probability flip_prob."""
+  return tf.random.stateless_uniform([], key) < degradation.get('flip_prob', 0.5)
+
+
 def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
                  degradation: dict, condition: str = 'gt_down_up', condition_size: int = 128,
                  irm1_pair: str = 'degrade_then_resize'):
@@ -86,7 +91,7 @@ def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
   hq = tf.image.convert_image_dtype(face, tf.float32)
   key = tf.stack([tf.constant(seed, tf.int64), tf.cast(example_id, tf.int64)])
   if stage == 'tem':
-    flip = tf.random.stateless_uniform([], key) < degradation.get('flip_prob', 0.5)
+    flip = _tem_flip(key, degradation)
     gt = tf.cond(flip, lambda: tf.image.flip_left_right(hq), lambda: hq)
     example = {'gt': _resize(gt, image_size)}
   elif stage == 'irm1':
@@ -125,7 +130,7 @@ def device_item(face, seed: int, example_id, *, stage: str, image_size: int, deg
   key = tf.stack([tf.constant(seed, tf.int64), tf.cast(example_id, tf.int64)])
   face = tf.convert_to_tensor(face, tf.uint8)
   if stage == 'tem':
-    params = {'flip': tf.random.stateless_uniform([], key) < degradation.get('flip_prob', 0.5)}
+    params = {'flip': _tem_flip(key, degradation)}
   elif stage in ('irm1', 'irm2'):
     size = face.shape[:2].as_list()
     if stage == 'irm1' and irm1_pair == 'resize_then_degrade':

@@ -241,7 +241,6 @@ class FolderSource(ImageSetSource):
   """Every image under a folder (PNG, JPEG, ...; nested folders; any size)."""
 
   def __init__(self, folder, size: int):
-    self.root = pathlib.Path(folder)
     super().__init__(image_set(folder), size)
 
 

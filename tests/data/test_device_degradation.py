@@ -48,14 +48,6 @@ def draws(count, size=SIZE, **options):
   return out
 
 
-def tf_noise(params, small, buffer=BUFFER):
-  """TensorFlow's noise field of `params` at the down-sampled size, in a device buffer."""
-  field = np.zeros((buffer, buffer, 3), np.float32)
-  field[:small[0], :small[1]] = tf.random.stateless_normal(
-      [int(small[0]), int(small[1]), 3], params['noise_seed']).numpy()
-  return field
-
-
 def in_buffer(image, buffer=BUFFER):
   out = np.zeros((buffer, buffer, 3), np.float32)
   out[:image.shape[0], :image.shape[1]] = image
@@ -93,7 +85,7 @@ def test_each_op_matches_tensorflow():
     ours = down_fn(jnp.asarray(ref), jnp.asarray(small), (SIZE, SIZE), BUFFER, BUFFER)
     steps['down-sampling'] = (np.asarray(ours)[:small[0], :small[1]], ref_down)
     # Noise on equal fields (the device's own field is tested below).
-    noise = tf_noise(params, small)
+    noise = degradations.noise_for_device(params, (SIZE, SIZE), BUFFER)
     ref_noisy = np.clip(ref_down + noise[:small[0], :small[1]] * params['noise_std'].numpy(),
                         0, 1)
     ours = jnp.clip(jnp.asarray(in_buffer(ref_down)) + noise * device['noise_std'], 0, 1)
@@ -190,11 +182,6 @@ def test_device_noise_is_standard_normal_and_follows_its_key():
   assert abs(np.corrcoef(field.ravel(), other.ravel())[0, 1]) < 0.01
 
 
-def _equal_noise(params, size, buffer):
-  small = degradations.down_size(params, (size, size)).numpy()
-  return tf_noise(params, small, buffer)
-
-
 @pytest.mark.parametrize('size', [SIZE, 512])
 def test_degrade_end_to_end(size):
   """`degrade` against `degradations.apply_params` on the same parameters and noise."""
@@ -203,7 +190,7 @@ def test_degrade_end_to_end(size):
   worst = np.inf
   for params, device in draws(6 if size == SIZE else 3, size):
     ref_lq, ref_gt = degradations.apply_params(params, image)
-    lq, gt = fn(device, image, noise=_equal_noise(params, size, buffer))
+    lq, gt = fn(device, image, noise=degradations.noise_for_device(params, (size, size), buffer))
     np.testing.assert_array_equal(gt, ref_gt.numpy())
     worst = min(worst, psnr(lq, ref_lq.numpy()))
   assert worst > 40, worst
@@ -233,9 +220,9 @@ def test_stage_examples_match_the_pipeline(stage, options):
   buffer = dd.buffer_size(degraded_at, 0.8)
   noise = None
   if stage != 'tem':
-    noise = np.stack([_equal_noise(degradations.sample_params(tf.constant([9, i], tf.int64),
-                                                              **degradation),
-                                   degraded_at, buffer) for i in ids])
+    noise = np.stack([degradations.noise_for_device(
+        degradations.sample_params(tf.constant([9, i], tf.int64), **degradation),
+        (degraded_at, degraded_at), buffer) for i in ids])
   opts = dict(stage=stage, kernel_size=41, buffer=buffer, **options)
   fn = jax.jit(lambda b, n: jax.vmap(lambda item, z: dd.make_example(item, noise=z, **opts))(
       b, n))

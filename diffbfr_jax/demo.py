@@ -95,11 +95,7 @@ def held_out_faces(config, root: pathlib.Path):
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
 
     pipeline.keep_tensorflow_on_cpu()
-    faces = sources.bundled_faces('test', size)
-    for index in range(len(faces)):
-      path = folder / 'hq' / f'{faces.name(index)}.png'
-      path.parent.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(faces.load(index)).save(path)
+    sources.write_bundled_faces('test', size, folder / 'hq')
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
                            degradation=dict(stage.data.degradation))
   return read_test_set(root)

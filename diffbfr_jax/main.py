@@ -38,6 +38,8 @@ JOBS = {
     'restore': 'diffbfr_jax.restore',  # a folder of faces through the cascade
     'evaluate': 'diffbfr_jax.evaluate',  # PSNR, SSIM, LPIPS, NIQE and FID of restored faces
     'sample': 'diffbfr_jax.sample',  # faces drawn from noise by TEM, with their FID
+    'clean': 'diffbfr_jax.clean',  # a training set restored into a new one, with a manifest
+    'iterate': 'diffbfr_jax.iterate',  # rounds of train -> clean -> train again, each scored
     'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU
 }
 

@@ -89,6 +89,11 @@ def is_multihost() -> bool:
   return jax.process_count() > 1
 
 
+def process_index() -> int:
+  """This process's index among the processes of the run (0 on one process)."""
+  return jax.process_index()
+
+
 def is_main_process() -> bool:
   """Process 0, the one that writes metrics and prints reports."""
   return jax.process_index() == 0
@@ -98,6 +103,14 @@ def process_share(items: list) -> list:
   """This process's share of `items` (every process_count-th, from its index), for jobs whose
   processes work through one list each on their own part (the restore job's files)."""
   return items[jax.process_index()::jax.process_count()]
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (nothing to wait for on one process):
+  for jobs whose main process gathers what every process wrote."""
+  if is_multihost():
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def round_to_local_devices(batch_size: int) -> int:

@@ -67,6 +67,21 @@ def check_config(config) -> None:
                         "'', 'float32' or 'bfloat16'")
 
 
+def read_face(inputs: sources.ImageSet, name: str, size: int):
+  """(RGB uint8 [size, size, 3], resized) of input `name` as the cascade reads it: decoded to RGB
+  8-bit and, when it is not size x size, resized (bicubic, with a logged note). Raises
+  sources.DecodeError or OSError naming it if it cannot be read."""
+  return to_size(inputs.decode(name), name, size)
+
+
+def to_size(rgb, name: str, size: int):
+  """(rgb at size x size, resized): `read_face` for an image already decoded."""
+  if rgb.shape[:2] == (size, size):
+    return rgb, False
+  logging.info('%s: %dx%d, resized to %dx%d', name, rgb.shape[1], rgb.shape[0], size, size)
+  return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC)), True
+
+
 def to_uint8(images) -> np.ndarray:
   """Images on [-1, 1] -> uint8 0..255, as the restored PNGs hold them."""
   return np.round((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).astype(np.uint8)
@@ -140,16 +155,14 @@ def run(config, workdir) -> Report:
     if name not in cache:
       cache.clear()
       try:
-        rgb = inputs.decode(name)
+        rgb, resized = read_face(inputs, name, size)
       except (sources.DecodeError, OSError) as e:
         logging.warning('Skipping %s', e)
         report.skipped.append(str(e))
         cache[name] = None
         return None
-      if rgb.shape[:2] != (size, size):
-        logging.info('%s: %dx%d, resized to %dx%d', name, rgb.shape[1], rgb.shape[0], size, size)
+      if resized:
         report.resized.append(name)
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
       cache[name] = rgb.astype(np.float32) / 127.5 - 1.0
     return cache[name]
 

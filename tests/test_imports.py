@@ -13,7 +13,8 @@ _TENSORFLOW_FREE = [
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
     'configs.cascade', 'configs.evaluate', 'diffbfr_jax.data.device_degradation',
-    'diffbfr_jax.sample', 'configs.sample',
+    'diffbfr_jax.sample', 'configs.sample', 'diffbfr_jax.clean', 'configs.clean',
+    'diffbfr_jax.iterate', 'configs.iterate',
 ]
 
 

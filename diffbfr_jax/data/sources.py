@@ -284,6 +284,19 @@ def bundled_faces(split: str, size: int) -> ArraySource:
   raise ValueError(f"bundled faces: split={split!r}; expected 'train' or 'test'")
 
 
+def write_bundled_faces(split: str, size: int, folder) -> pathlib.Path:
+  """The bundled faces of `split` at `size`, written as <folder>/<name>.png (once; a folder
+  that has them already is kept). A folder of them reads as the bundled source does."""
+  folder = pathlib.Path(folder)
+  faces = bundled_faces(split, size)
+  for index in range(len(faces)):
+    path = folder / f'{faces.name(index)}.png'
+    if not path.exists():
+      path.parent.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(faces.load(index)).save(path)
+  return folder
+
+
 class TFDSSource(ImageSource):
   """A TFDS dataset with random access (prepared in the array_record format).
 

@@ -1,0 +1,285 @@
+"""The iterate job: rounds of train -> clean -> train again (IDM's extrinsic enhancement), each
+round scored on one held-out test set.
+
+Round 0 trains the stages (or takes trained ones, `start_from`) on the given faces; round r
+trains on the set round r-1's stages cleaned (the clean job), from scratch or going on from
+round r-1's state. Every round restores the held-out LQ faces with its stages (the restore job),
+scores them against the ground truth (the evaluate job), and draws TEM samples whose FID is taken
+against round 0's training faces (the sample job), so the rounds are compared on equal terms.
+Each part is skipped when its outputs are complete, so the same command goes on after a stop.
+
+Layout under the workdir: train_faces/ and test_set/ (with 'bundled'), fid_cache/, and per
+round round_<r>/: <stage>/ (training workdirs), restored/, eval/, samples/, cleaned/ (the next
+round's faces), table.md and results.json; all rounds in table.md and results.json.
+"""
+
+import json
+import logging
+import pathlib
+import shutil
+import time
+
+from diffbfr_jax import cascade
+from diffbfr_jax import checkpointing
+from diffbfr_jax import config_files
+from diffbfr_jax import errors
+from diffbfr_jax import paths
+from diffbfr_jax.config_checks import ConfigError
+
+MODES = ('scratch', 'finetune')
+CLEANERS = ('tem', 'cascade')
+CHAINS = ('fast', 'full')
+# The fields of configs/cascade.py's `fast` preset that make its chains (as the demo takes them).
+CHAIN_FIELDS = ('respacing', 'start_grid', 'sampler', 'eta')
+
+
+def stages_of(config) -> list:
+  names = [s.strip() for s in config.stages.split(',') if s.strip()]
+  if not names or any(n not in cascade.STAGES for n in names) or len(set(names)) != len(names):
+    raise ConfigError(f'config.stages={config.stages!r}: expected a comma-separated list of '
+                      f'distinct stages from {cascade.STAGES}')
+  return sorted(names, key=cascade.STAGES.index)
+
+
+def check_config(config, workdir) -> list:
+  if not workdir:
+    raise ConfigError('--workdir is required: every round is written into it')
+  stages = stages_of(config)
+  for field, allowed in (('mode', MODES), ('cleaner', CLEANERS), ('chains', CHAINS)):
+    if config[field] not in allowed:
+      raise ConfigError(f'config.{field}={config[field]!r}: expected one of {allowed}')
+  if config.cleaner == 'tem' and 'tem' not in stages:
+    raise ConfigError(f"config.cleaner='tem' needs TEM among config.stages={config.stages!r} "
+                      "(or clean with config.cleaner='cascade')")
+  if config.num_samples and 'tem' not in stages:
+    raise ConfigError(f'config.num_samples={config.num_samples}: samples are TEM\'s, and '
+                      f'config.stages={config.stages!r} has no tem (set num_samples=0)')
+  if config.rounds < 0 or config.num_samples < 0 or config.batch_size < 1:
+    raise ConfigError('config.rounds and config.num_samples must be 0 or more and '
+                      f'config.batch_size at least 1 (got {config.rounds}, {config.num_samples}, '
+                      f'{config.batch_size})')
+  for field in ('train_faces', 'test_set'):
+    if not config[field]:
+      raise ConfigError(f"config.{field} is empty: give a folder (or 'bundled', the faces that "
+                        'ship with scikit-image)')
+  for name in stages:
+    if config.mode == 'finetune' and config.rounds and config.finetune_steps[name] < 1:
+      raise ConfigError(f'config.finetune_steps.{name}={config.finetune_steps[name]}: '
+                        "mode='finetune' needs at least one step per stage and round")
+  return stages
+
+
+def stage_config(config, name: str, faces: pathlib.Path, steps: int):
+  """The training config of stage `name` on the folder `faces`."""
+  stage = config_files.stage_config(config.config_dir, name, config.networks or None)
+  stage.seed = config.seed
+  stage.data.source.update(kind='folder', path=str(faces))
+  if steps:
+    stage.train.num_steps = steps
+  stage.train.checkpoint_every = stage.train.num_steps
+  return stage
+
+
+def _trained_step(folder) -> int:
+  try:
+    return checkpointing.find(folder)[1]
+  except errors.NotFound:
+    return 0
+
+
+def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path) -> dict:
+  """{stage: its trained workdir} of round r, training what is not trained yet."""
+  from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
+
+  folders = {}
+  for name in stages:
+    if r == 0 and config.start_from[name]:
+      folders[name] = pathlib.Path(config.start_from[name])
+      _, step = checkpointing.find(folders[name])  # a missing checkpoint stops here
+      print(f'round 0, {name}: trained already, step {step} of {folders[name]}', flush=True)
+      continue
+    folder = root / f'round_{r}' / name
+    stage = stage_config(config, name, faces, config.steps[name])
+    if config.mode == 'finetune' and r > 0:
+      previous, step = checkpointing.find(root / f'round_{r - 1}' / name
+                                          if r > 1 or not config.start_from[name]
+                                          else config.start_from[name])
+      stage.train.num_steps = step + config.finetune_steps[name]
+      stage.train.checkpoint_every = stage.train.num_steps
+      if not _trained_step(folder):  # go on from round r-1's state: its checkpoint copied here
+        shutil.copytree(previous / str(step), folder / 'checkpoints' / str(step))
+    folders[name] = folder
+    done = _trained_step(folder)
+    if done >= stage.train.num_steps:
+      print(f'round {r}, {name}: trained already ({done} steps) in {folder}', flush=True)
+      continue
+    print(f'round {r}, {name}: training steps {done}..{stage.train.num_steps} on {faces}',
+          flush=True)
+    start = time.perf_counter()
+    train.run(stage, str(folder))
+    print(f'    done in {time.perf_counter() - start:.0f} s', flush=True)
+  return folders
+
+
+def _chained(config, ccfg, folders, size_preset: str) -> None:
+  """Sets the checkpoints, weights and chains of the trained stages in a cascade-like config
+  (the restore and clean jobs'), switching the others off."""
+  fast = (config_files.stage_config(config.config_dir, 'cascade', f'fast,{size_preset}'.strip(','))
+          if config.chains == 'fast' else None)
+  for name in cascade.STAGES:
+    if name not in folders:
+      ccfg[name].enabled = False
+      continue
+    ccfg[name].update(enabled=True, checkpoint=str(folders[name]), params=config.params)
+    if fast is not None:
+      ccfg[name].sampling.update({f: fast[name].sampling[f] for f in CHAIN_FIELDS})
+    ccfg[name].sampling.update(config.sampling[name])
+  ccfg.batch_size = config.batch_size
+  ccfg.seed = config.seed
+
+
+def _last_size(config, folders) -> int:
+  last = max(folders, key=cascade.STAGES.index)
+  return config_files.stage_config(config.config_dir, last,
+                                   config.networks or None).model.image_size
+
+
+def evaluate_round(config, folders, test_dir: pathlib.Path, reference: pathlib.Path,
+                   out: pathlib.Path) -> dict:
+  """{metric: mean} of the round's restorations of the held-out faces, with 'fid_samples' (TEM's
+  samples against `reference`) when config.num_samples."""
+  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import sample  # pylint: disable=g-import-not-at-top
+
+  results = {}
+  summary_file = out / 'eval' / 'summary.json'
+  if not summary_file.exists():
+    ccfg = config_files.stage_config(config.config_dir, 'cascade', config.networks or None)
+    _chained(config, ccfg, folders, config.networks)
+    ccfg.update(input_dir=str(test_dir / 'lq'), output_dir=str(out / 'restored'),
+                overwrite=True, image_size=_last_size(config, folders))
+    restore.run(ccfg, None)
+    ecfg = config_files.stage_config(config.config_dir, 'evaluate')
+    ecfg.update(restored_dir=str(out / 'restored'), gt_dir=str(test_dir / 'gt'),
+                output_dir=str(out / 'eval'), metrics=tuple(config.metrics),
+                fid_cache_dir=str(out.parent / 'fid_cache'), batch_size=config.batch_size)
+    evaluate.run(ecfg, None)
+  saved = json.loads(summary_file.read_text())
+  results.update(saved['means'])
+  if 'fid' in saved:
+    results['fid'] = saved['fid']
+  if config.num_samples:
+    samples_file = out / 'samples' / 'summary.json'
+    if not samples_file.exists():
+      chain = 'fast' if config.chains == 'fast' else ''
+      scfg = config_files.stage_config(config.config_dir, 'sample',
+                                       ','.join(p for p in (chain, config.networks) if p))
+      scfg.tem.update(checkpoint=str(folders['tem']), params=config.params)
+      scfg.tem.sampling.update(config.sampling.tem)
+      scfg.update(output_dir=str(out / 'samples'), overwrite=True, seed=config.seed,
+                  num_samples=config.num_samples, batch_size=config.batch_size,
+                  grid_count=min(64, config.num_samples), reference_dir=str(reference),
+                  fid_cache_dir=str(out.parent / 'fid_cache'))
+      sample.run(scfg, None)
+    results['fid_samples'] = json.loads(samples_file.read_text())['fid']
+  return results
+
+
+def clean_round(config, folders, faces: pathlib.Path, out: pathlib.Path) -> dict:
+  """The clean job on `faces` with the round's stages; its manifest."""
+  from diffbfr_jax import clean  # pylint: disable=g-import-not-at-top
+
+  preset = 'tem' if config.cleaner == 'tem' else ''
+  ccfg = config_files.stage_config(config.config_dir, 'clean',
+                                   ','.join(p for p in (preset, config.networks) if p))
+  used = {'tem': folders['tem']} if config.cleaner == 'tem' else folders
+  _chained(config, ccfg, used, config.networks)
+  ccfg.update(input_dir=str(faces), output_dir=str(out), select=config.select,
+              niqe_threshold=config.niqe_threshold, image_size=_last_size(config, used))
+  return clean.run(ccfg, None)
+
+
+def training_faces(config, root: pathlib.Path, stages) -> pathlib.Path:
+  if config.train_faces != 'bundled':
+    return pathlib.Path(config.train_faces)
+  from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
+
+  size = config_files.stage_config(config.config_dir, stages[0],
+                                   config.networks or None).data.source_size
+  return sources.write_bundled_faces('train', size, root / 'train_faces')
+
+
+def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
+  if config.test_set != 'bundled':
+    folder = pathlib.Path(config.test_set)
+    if not (folder / 'lq').is_dir() or not (folder / 'gt').is_dir():
+      raise errors.NotFound(f'config.test_set={config.test_set!r}: expected a make_test_set '
+                            'folder with lq/ and gt/')
+    return folder
+  folder = root / 'test_set'
+  if not (folder / 'manifest.json').exists():
+    from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
+    from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
+    from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
+
+    pipeline.keep_tensorflow_on_cpu()
+    stage = config_files.stage_config(config.config_dir, stages[-1], config.networks or None)
+    size = stage.model.image_size
+    sources.write_bundled_faces('test', size, folder / 'hq')
+    testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
+                           degradation=dict(stage.data.degradation))
+  return folder
+
+
+COLUMNS = (('psnr', 'PSNR (dB)', 2), ('ssim', 'SSIM', 4), ('lpips', 'LPIPS', 4),
+           ('niqe', 'NIQE', 4), ('fid', 'FID (restored)', 2),
+           ('fid_samples', 'FID (TEM samples)', 2), ('moved', 'LPIPS moved by cleaning', 4))
+
+
+def table(rows: list) -> str:
+  shown = [c for c in COLUMNS if any(c[0] in row for row in rows)]
+  lines = ['| round | trained on | ' + ' | '.join(c[1] for c in shown) + ' |',
+           '|---|---|' + '---|' * len(shown)]
+  for row in rows:
+    cells = [f'{row[k]:.{d}f}' if row.get(k) is not None else '-' for k, _, d in shown]
+    lines.append(f'| {row["round"]} | {row["faces"]} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def run(config, workdir) -> list:
+  stages = check_config(config, workdir)
+  for field in ('train_faces', 'test_set'):  # folders taken from where the command runs
+    if config[field] != 'bundled':
+      config[field] = paths.absolute(config[field])
+  for name in cascade.STAGES:
+    config.start_from[name] = paths.absolute(config.start_from[name])
+  root = pathlib.Path(paths.absolute(workdir))
+  root.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  train_faces = training_faces(config, root, stages)
+  test_dir = test_set(config, root, stages)
+  rows, faces, moved = [], train_faces, None
+  for r in range(config.rounds + 1):
+    out = root / f'round_{r}'
+    t0 = time.perf_counter()
+    folders = train_round(config, stages, r, faces, root)
+    row = {'round': r, 'faces': 'the given faces' if r == 0 else f'round {r - 1} cleaned',
+           'faces_dir': str(faces), 'checkpoints': {k: str(v) for k, v in folders.items()},
+           **evaluate_round(config, folders, test_dir, train_faces, out), 'moved': moved}
+    if r < config.rounds:
+      manifest = clean_round(config, folders, faces, out / 'cleaned')
+      faces, moved = out / 'cleaned' / 'images', manifest['lpips_mean']
+    row['seconds_this_run'] = time.perf_counter() - t0
+    rows.append(row)
+    (out / 'table.md').write_text(table([row]) + '\n')
+    (out / 'results.json').write_text(json.dumps(row, indent=1))
+    print(f'round {r} in {row["seconds_this_run"]:.0f} s:\n{table([row])}', flush=True)
+  (root / 'table.md').write_text(table(rows) + '\n')
+  (root / 'results.json').write_text(json.dumps(
+      {'config': config.to_dict(), 'rounds': rows}, indent=1, default=str))
+  print(table(rows))
+  print(f'Total {time.perf_counter() - start:.0f} s. Held-out faces: {test_dir}; FID of TEM '
+        f'samples against {train_faces}. Rounds: {root}/round_<r>/table.md')
+  logging.info('Wrote %s', root / 'results.json')
+  return rows

@@ -40,6 +40,7 @@ JOBS = {
     'sample': 'diffbfr_jax.sample',  # faces drawn from noise by TEM, with their FID
     'clean': 'diffbfr_jax.clean',  # a training set restored into a new one, with a manifest
     'iterate': 'diffbfr_jax.iterate',  # rounds of train -> clean -> train again, each scored
+    'longtail': 'diffbfr_jax.longtail',  # the paper's long-tail digits: DDPM against GAN
     'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU
 }
 

@@ -14,7 +14,7 @@ _TENSORFLOW_FREE = [
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
     'configs.cascade', 'configs.evaluate', 'diffbfr_jax.data.device_degradation',
     'diffbfr_jax.sample', 'configs.sample', 'diffbfr_jax.clean', 'configs.clean',
-    'diffbfr_jax.iterate', 'configs.iterate',
+    'diffbfr_jax.iterate', 'configs.iterate', 'diffbfr_jax.longtail', 'configs.longtail',
 ]
 
 

@@ -81,6 +81,7 @@ def get_config(arg=None):
     config.stages = 'tem'
     config.mode = 'finetune'
     config.finetune_steps.update(irm1=2, irm2=2, tem=2)
+    config.sampling.tem.respacing = '50'  # short chains: 5 steps from N2, 50 from noise
     config.num_samples = 4
     config.metrics = ('psnr', 'ssim')
   return config

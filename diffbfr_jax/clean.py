@@ -164,7 +164,7 @@ def run(config, workdir) -> dict:
   records_file = out_dir / 'records' / f'process_{parallel.process_index():05d}.jsonl'
   records_file.parent.mkdir(parents=True, exist_ok=True)
   (out_dir / 'images').mkdir(parents=True, exist_ok=True)
-  start, cleaned_here = time.perf_counter(), 0
+  start = time.perf_counter()
 
   with open(records_file, 'a') as log:
     if records_file.stat().st_size and not records_file.read_bytes().endswith(b'\n'):
@@ -218,7 +218,6 @@ def run(config, workdir) -> dict:
       for record in records:  # after its image: a recorded image is on disk
         log.write(json.dumps(record) + '\n')
       log.flush()
-      cleaned_here += len(picked)
       elapsed = time.perf_counter() - start
       finished = min(b + batch_size, len(todo))
       logging.info('%d/%d images (batch in %.1f s), ETA %.0f s', finished, len(todo),

@@ -27,6 +27,9 @@ from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
 STAGES = ('irm1', 'irm2', 'tem')  # the order the enabled stages run in
+# The sampling fields that make a stage's chain (its grid and sampler), as configs/cascade.py's
+# `fast` preset sets them; the others (variance, clipping) are the stage's own choices.
+CHAIN_FIELDS = ('respacing', 'start_grid', 'sampler', 'eta')
 
 
 class Stage(NamedTuple):

@@ -141,6 +141,14 @@ def find(path, step: int = -1):
   return folder, step
 
 
+def trained_step(path) -> int:
+  """The latest complete checkpoint's step in a training workdir; 0 when it has none yet."""
+  try:
+    return find(path)[1]
+  except errors.NotFound:
+    return 0
+
+
 def read_meta(folder, step: int) -> dict:
   """The `meta` item (stage, network type and config, diffusion config) of one checkpoint."""
   manager = _manager(folder)

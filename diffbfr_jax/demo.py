@@ -27,9 +27,6 @@ from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
 
 ROWS = {'tem_w': 'TEM-w (DiffBFR)', 'irm_c_t': 'IRM-c-t', 'irm_c': 'IRM-c', 'irm_s': 'IRM-s'}
-# The fields of configs/cascade.py's `fast` preset that make its chains (grid and sampler); the
-# demo's own sampling choices (config.sampling) stay.
-CHAIN_FIELDS = ('respacing', 'start_grid', 'sampler', 'eta')
 
 
 def _rows(config) -> list:
@@ -59,12 +56,6 @@ def stage_config(name: str, config):
   return stage
 
 
-def _trained_step(folder) -> int:
-  try:
-    return checkpointing.find(folder)[1]
-  except FileNotFoundError:
-    return 0
-
 
 def train_stages(names, config, root: pathlib.Path) -> None:
   from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
@@ -72,7 +63,7 @@ def train_stages(names, config, root: pathlib.Path) -> None:
   for i, name in enumerate(names, 1):
     stage, folder = stage_config(name, config), root / name
     steps = stage.train.num_steps
-    done = _trained_step(folder)
+    done = checkpointing.trained_step(folder)
     if done >= steps:
       print(f'[{i}/{len(names)}] {name}: already trained ({done} steps) in {folder}', flush=True)
       continue
@@ -112,7 +103,8 @@ def cascade_config(row: str, config, root: pathlib.Path):
     ccfg[name].params = config.params
     ccfg[name].sampling.update(config.sampling[name])
     if fast is not None:
-      ccfg[name].sampling.update({f: fast[name].sampling[f] for f in CHAIN_FIELDS})
+      ccfg[name].sampling.update({f: fast[name].sampling[f]
+                                  for f in cascade.CHAIN_FIELDS})
   if row == 'irm_s':
     ccfg.irm2.checkpoint = str(root / 'irm_s')
   return ccfg

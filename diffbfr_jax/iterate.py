@@ -29,8 +29,6 @@ from diffbfr_jax.config_checks import ConfigError
 MODES = ('scratch', 'finetune')
 CLEANERS = ('tem', 'cascade')
 CHAINS = ('fast', 'full')
-# The fields of configs/cascade.py's `fast` preset that make its chains (as the demo takes them).
-CHAIN_FIELDS = ('respacing', 'start_grid', 'sampler', 'eta')
 
 
 def stages_of(config) -> list:
@@ -80,12 +78,6 @@ def stage_config(config, name: str, faces: pathlib.Path, steps: int):
   return stage
 
 
-def _trained_step(folder) -> int:
-  try:
-    return checkpointing.find(folder)[1]
-  except errors.NotFound:
-    return 0
-
 
 def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path) -> dict:
   """{stage: its trained workdir} of round r, training what is not trained yet."""
@@ -106,10 +98,10 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
                                           else config.start_from[name])
       stage.train.num_steps = step + config.finetune_steps[name]
       stage.train.checkpoint_every = stage.train.num_steps
-      if not _trained_step(folder):  # go on from round r-1's state: its checkpoint copied here
+      if not checkpointing.trained_step(folder):  # go on from round r-1's state, copied here
         shutil.copytree(previous / str(step), folder / 'checkpoints' / str(step))
     folders[name] = folder
-    done = _trained_step(folder)
+    done = checkpointing.trained_step(folder)
     if done >= stage.train.num_steps:
       print(f'round {r}, {name}: trained already ({done} steps) in {folder}', flush=True)
       continue
@@ -132,7 +124,8 @@ def _chained(config, ccfg, folders, size_preset: str) -> None:
       continue
     ccfg[name].update(enabled=True, checkpoint=str(folders[name]), params=config.params)
     if fast is not None:
-      ccfg[name].sampling.update({f: fast[name].sampling[f] for f in CHAIN_FIELDS})
+      ccfg[name].sampling.update({f: fast[name].sampling[f]
+                                  for f in cascade.CHAIN_FIELDS})
     ccfg[name].sampling.update(config.sampling[name])
   ccfg.batch_size = config.batch_size
   ccfg.seed = config.seed

@@ -55,10 +55,13 @@ def get_config(arg=None):
   config.num_samples = 1  # restorations per face, each from its own key: NAME_sample<k>.png
   config.save_grid = False  # also write grids/NAME.png: LQ | IRM-1 | IRM-2 | TEM side by side
   config.save_stages = False  # also write stages/<stage>/NAME.png for every stage but the last
+  # A profiler trace of one call of the cascade, batch k of this process (1 = the first, which
+  # compiles; 2 = the first compiled one), into OUT/profile for TensorBoard; 0 = none
+  config.profile_batch = 0
   config.irm1 = common.sampling_stage(irm1.get_config(stage_size), '')
   config.irm2 = common.sampling_stage(irm2.get_config(stage_size), '')
   config.tem = common.sampling_stage(tem.get_config(stage_size), '')
-  config.distributed = common.base('tem').distributed  # parallel.initialize(**distributed)
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
 
   if cascade in ('irm_c_t', 'irm_c', 'irm_s'):
     config.tem.enabled = False

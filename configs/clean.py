@@ -33,7 +33,7 @@ def get_config(arg=None):
     config.irm1.enabled = False
     config.irm2.enabled = False
   config.job = 'clean'
-  for field in ('num_samples', 'save_grid', 'save_stages'):  # the restore job's extras
+  for field in ('num_samples', 'save_grid', 'save_stages', 'profile_batch'):  # the restore job's extras
     del config[field]
   # The set to clean: a folder (any size and kind, as the restore job reads), or a prepared
   # dataset's field tfds:NAME:FIELD[:SPLIT] with data_dir. Only read, never written.

@@ -6,6 +6,8 @@ fills `model`, `diffusion`, `sampling`, `train` and `data`. Sub-dicts are call s
 `config.model_type` (`diffbfr_jax.models.create_model(config.model_type, **config.model)`).
 """
 
+import os
+
 import ml_collections
 
 from diffbfr_jax import config_checks
@@ -40,8 +42,23 @@ def base(stage: str) -> ml_collections.ConfigDict:
       preview_every=0,  # write an image grid (LQ | sample | GT) every this many steps; 0 = never
       preview_respacing='ddim25',  # the preview chain's grid (short, for speed)
       preview_count=4,  # faces in the preview grid
+      # (first, last): a profiler trace of steps first..last (both counted from 1, the first
+      # compiles) into the workdir, for TensorBoard's profile tab; (0, 0) = none
+      profile_steps=(0, 0),
   ))
-  # diffbfr_jax.parallel.initialize(**config.distributed): multi-host set-up.
+  runtime(config)
+  config.data = data()
+  # The convert job (diffbfr_jax.convert.job): a PyTorch checkpoint of this stage's network.
+  config.convert = ml_collections.ConfigDict(dict(
+      source='',  # the .pth file (SR3's *_gen.pth for IRM-1/IRM-2, DifFace's for TEM)
+      key='',  # the file's entry that holds the state_dict; '' = the file is one, or has one
+  ))
+  return config
+
+
+def runtime(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The fields every job config has, read by `main` before the job starts (`main.start`)."""
+  # diffbfr_jax.parallel.initialize(**config.distributed): multi-host set-up, once per process.
   config.distributed = ml_collections.ConfigDict(dict(
       initialize='auto',  # 'auto': start jax.distributed on TPU pods, SLURM jobs of several
                           # tasks or with a coordinator_address; 'never': one process
@@ -49,12 +66,11 @@ def base(stage: str) -> ml_collections.ConfigDict:
       num_processes=0,  # with coordinator_address; 0 = let JAX find out
       process_id=-1,  # with coordinator_address; -1 = let JAX find out
   ))
-  config.data = data()
-  # The convert job (diffbfr_jax.convert.job): a PyTorch checkpoint of this stage's network.
-  config.convert = ml_collections.ConfigDict(dict(
-      source='',  # the .pth file (SR3's *_gen.pth for IRM-1/IRM-2, DifFace's for TEM)
-      key='',  # the file's entry that holds the state_dict; '' = the file is one, or has one
-  ))
+  # JAX's persistent compilation cache: a program compiled once for a device kind is loaded
+  # from here by the next job that runs it ('' = JAX's own setting, JAX_COMPILATION_CACHE_DIR).
+  # The default is $JAX_COMPILATION_CACHE_DIR when set, else ~/.cache/diffbfr_jax/jax.
+  config.compilation_cache_dir = os.environ.get('JAX_COMPILATION_CACHE_DIR',
+                                                '~/.cache/diffbfr_jax/jax')
   return config
 
 

@@ -17,6 +17,8 @@ each measured in docs/demo.md. A finished stage is not trained again, so re-runn
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
   del arg  # no presets
@@ -56,4 +58,5 @@ def get_config(arg=None):
   # The folder of the stage configs (<config_dir>/irm1.py, ...) and configs/cascade.py, relative
   # to the folder the command runs in.
   config.config_dir = 'configs'
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

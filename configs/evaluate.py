@@ -8,6 +8,8 @@ r"""The evaluate job: the paper's Table 1 metrics of restored faces against thei
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
   del arg  # no presets
@@ -23,4 +25,5 @@ def get_config(arg=None):
   config.lpips_net = 'vgg'  # 'vgg' (GFPGAN, VQFR) | 'alex'
   config.fid_cache_dir = ''  # FID feature statistics per folder ('' = OUTPUT/fid_cache)
   config.batch_size = 8  # pairs per batch
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

@@ -84,4 +84,5 @@ def get_config(arg=None):
     config.sampling.tem.respacing = '50'  # short chains: 5 steps from N2, 50 from noise
     config.num_samples = 4
     config.metrics = ('psnr', 'ssim')
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

@@ -61,4 +61,5 @@ def get_config(arg=None):
     config.gan.update(steps=6, batch_size=8, latent=16, hidden=32, width=16, d_width=16,
                       d_hidden=32)
     config.update(num_samples=40, grid_count=16, checkpoint_every=3)
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

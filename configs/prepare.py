@@ -14,6 +14,8 @@ the same names, as the make_test_set job writes them; split 'test').
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
   del arg  # no presets
@@ -24,4 +26,5 @@ def get_config(arg=None):
       manual_dir='',  # the folder of faces (face_pairs: the folder holding lq/ and gt/)
       data_dir='',  # where TFDS datasets live ('' = TFDS's default, ~/tensorflow_datasets)
   ))
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

@@ -42,7 +42,7 @@ def get_config(arg=None):
     config.tem.sampling.respacing = '250'
   elif preset['chain'] == 'ddim':
     config.tem.sampling.update(sampler='ddim', respacing='ddim50', eta=0.0)
-  config.distributed = common.base('tem').distributed  # parallel.initialize(**distributed)
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   if size:
     config.num_samples, config.grid_count = 8, 8
   if size == 'demo':

@@ -27,4 +27,5 @@ def get_config(arg=None):
   config.data = common.data()
   # The training degradation model (the paper's protocol), without the training flips.
   config.data.degradation.flip_prob = 0.0
+  common.runtime(config)  # config.distributed, config.compilation_cache_dir
   return config

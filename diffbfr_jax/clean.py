@@ -145,7 +145,6 @@ def run(config, workdir) -> dict:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the cleaned set')
   _check_not_inside(out_dir / 'images', config.input_dir)
-  parallel.initialize(**config.distributed)
   inputs = sources.image_set(config.input_dir, data_dir=config.get('data_dir', ''))
   output_of = sources.output_names(inputs.names)  # over all names: host-independent
   stages, params = cascade.load(config)  # every checkpoint error comes before compute
@@ -224,11 +223,13 @@ def run(config, workdir) -> dict:
                    time.perf_counter() - t0, elapsed / finished * (len(todo) - finished))
 
   parallel.barrier('clean: every share written')
+  if parallel.is_main_process():
+    manifest = write_manifest(out_dir, settings, inputs.names, time.perf_counter() - start)
+    if config.grid_count:
+      write_grid(out_dir, inputs, manifest['images'], config.grid_count, size)
+  parallel.barrier('clean: manifest written')
   if not parallel.is_main_process():
-    return {}
-  manifest = write_manifest(out_dir, settings, inputs.names, time.perf_counter() - start)
-  if config.grid_count:
-    write_grid(out_dir, inputs, manifest['images'], config.grid_count, size)
+    manifest = json.loads((out_dir / 'manifest.json').read_text())
   return manifest
 
 

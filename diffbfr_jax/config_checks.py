@@ -125,6 +125,10 @@ def check_train_fields(train) -> None:
       _fail(f'train.{field}', train[field], 'must be a whole number of at least 0.')
   if train.preview_every and train.preview_count < 1:
     _fail('train.preview_count', train.preview_count, 'must be at least 1 with preview_every.')
+  profile = tuple(train.get('profile_steps', (0, 0)))
+  if len(profile) != 2 or profile != (0, 0) and not 1 <= profile[0] <= profile[1]:
+    _fail('train.profile_steps', profile, 'expected (first, last) steps with 1 <= first <= last, '
+          'or (0, 0) for no trace.')
   if not 0 <= train.ema_decay < 1:
     _fail('train.ema_decay', train.ema_decay, 'must lie in [0, 1).')
   if train.optimizer not in ('adam', 'adamw'):

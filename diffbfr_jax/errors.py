@@ -48,3 +48,8 @@ class Stopped(UserError):
   def __init__(self, message: str, exit_code: int):
     super().__init__(message)
     self.exit_code = exit_code
+
+
+class OtherProcessFailed(UserError):
+  """Another process of a multi-process run failed; this one stopped at a barrier. The message
+  holds the other process's error."""

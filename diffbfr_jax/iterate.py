@@ -23,6 +23,7 @@ from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
 from diffbfr_jax import config_files
 from diffbfr_jax import errors
+from diffbfr_jax import parallel
 from diffbfr_jax import paths
 from diffbfr_jax.config_checks import ConfigError
 
@@ -98,8 +99,10 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
                                           else config.start_from[name])
       stage.train.num_steps = step + config.finetune_steps[name]
       stage.train.checkpoint_every = stage.train.num_steps
-      if not checkpointing.trained_step(folder):  # go on from round r-1's state, copied here
-        shutil.copytree(previous / str(step), folder / 'checkpoints' / str(step))
+      # Go on from round r-1's state, copied here the first time. Process 0 decides and copies,
+      # so that no process sees a copy half made.
+      parallel.on_main_process(f'iterate: round {r} {name} copied', _copy_checkpoint,
+                               previous / str(step), folder / 'checkpoints')
     folders[name] = folder
     done = checkpointing.trained_step(folder)
     if done >= stage.train.num_steps:
@@ -111,6 +114,16 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
     train.run(stage, str(folder))
     print(f'    done in {time.perf_counter() - start:.0f} s', flush=True)
   return folders
+
+
+def _copy_checkpoint(source: pathlib.Path, checkpoints: pathlib.Path) -> None:
+  """Copies the checkpoint folder `source` into `checkpoints` unless that holds a step already."""
+  if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+    return
+  partial = checkpoints / f'{source.name}.copying'
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(source, partial)
+  partial.rename(checkpoints / source.name)
 
 
 def _chained(config, ccfg, folders, size_preset: str) -> None:
@@ -157,7 +170,7 @@ def evaluate_round(config, folders, test_dir: pathlib.Path, reference: pathlib.P
     ecfg.update(restored_dir=str(out / 'restored'), gt_dir=str(test_dir / 'gt'),
                 output_dir=str(out / 'eval'), metrics=tuple(config.metrics),
                 fid_cache_dir=str(out.parent / 'fid_cache'), batch_size=config.batch_size)
-    evaluate.run(ecfg, None)
+    parallel.on_main_process('iterate: evaluated', evaluate.run, ecfg, None)
   saved = json.loads(summary_file.read_text())
   results.update(saved['means'])
   if 'fid' in saved:
@@ -200,7 +213,9 @@ def training_faces(config, root: pathlib.Path, stages) -> pathlib.Path:
 
   size = config_files.stage_config(config.config_dir, stages[0],
                                    config.networks or None).data.source_size
-  return sources.write_bundled_faces('train', size, root / 'train_faces')
+  parallel.on_main_process('iterate: training faces written', sources.write_bundled_faces,
+                           'train', size, root / 'train_faces')
+  return root / 'train_faces'
 
 
 def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
@@ -211,7 +226,10 @@ def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
                             'folder with lq/ and gt/')
     return folder
   folder = root / 'test_set'
-  if not (folder / 'manifest.json').exists():
+
+  def write():  # on process 0, which alone decides: no process sees a half-written set
+    if (folder / 'manifest.json').exists():
+      return
     from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
     from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
@@ -222,6 +240,8 @@ def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
     sources.write_bundled_faces('test', size, folder / 'hq')
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
                            degradation=dict(stage.data.degradation))
+
+  parallel.on_main_process('iterate: test set written', write)
   return folder
 
 
@@ -265,12 +285,14 @@ def run(config, workdir) -> list:
       faces, moved = out / 'cleaned' / 'images', manifest['lpips_mean']
     row['seconds_this_run'] = time.perf_counter() - t0
     rows.append(row)
-    (out / 'table.md').write_text(table([row]) + '\n')
-    (out / 'results.json').write_text(json.dumps(row, indent=1))
+    if parallel.is_main_process():  # every process holds the same row
+      (out / 'table.md').write_text(table([row]) + '\n')
+      (out / 'results.json').write_text(json.dumps(row, indent=1))
     print(f'round {r} in {row["seconds_this_run"]:.0f} s:\n{table([row])}', flush=True)
-  (root / 'table.md').write_text(table(rows) + '\n')
-  (root / 'results.json').write_text(json.dumps(
-      {'config': config.to_dict(), 'rounds': rows}, indent=1, default=str))
+  if parallel.is_main_process():
+    (root / 'table.md').write_text(table(rows) + '\n')
+    (root / 'results.json').write_text(json.dumps(
+        {'config': config.to_dict(), 'rounds': rows}, indent=1, default=str))
   print(table(rows))
   print(f'Total {time.perf_counter() - start:.0f} s. Held-out faces: {test_dir}; FID of TEM '
         f'samples against {train_faces}. Rounds: {root}/round_<r>/table.md')

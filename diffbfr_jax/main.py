@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -45,17 +46,45 @@ JOBS = {
 }
 
 
+# How each job runs on several processes (a TPU pod, a SLURM job): by default every process
+# takes part (training shards every batch; restore, sample and clean share the files out).
+# These run on process 0 only, the others waiting for them (work done once, whose outputs the
+# others may read: quick next to the cascade, or a dataset written once):
+ON_MAIN_PROCESS = ('summary', 'make_test_set', 'prepare', 'evaluate')
+# These are one-process CPU experiments and refuse several processes:
+ONE_PROCESS_ONLY = ('demo', 'longtail')
+
+
 def run(config, workdir):
   """Runs `config.job` and returns what it returns (the trained state, the restore report);
-  separate from `main` so tests can call it without flags. Relative paths in `workdir` and in
-  the config's path fields are taken from the current folder. Each job checks its own config."""
+  separate from `main` so tests can call it without flags. Starts multi-host JAX and the
+  compilation cache first (`start`; nothing when `main` did already). Relative paths in
+  `workdir` and in the config's path fields are taken from the current folder. Each job checks
+  its own config."""
   job = config.get('job')
   if job not in JOBS:
     raise config_checks.ConfigError(f'config.job={job!r}: expected one of {sorted(JOBS)}')
   config = config.copy_and_resolve_references()
   paths.make_absolute(config)
+  start(config)
   workdir = paths.absolute(workdir or '')
-  return importlib.import_module(JOBS[job]).run(config, workdir)
+  if job in ONE_PROCESS_ONLY and parallel.is_multihost():
+    raise config_checks.ConfigError(
+        f'config.job={job!r} runs in one process, and this run has '
+        f'{parallel.process_count()} (start it without config.distributed)')
+  job_run = importlib.import_module(JOBS[job]).run
+  if job in ON_MAIN_PROCESS:
+    return parallel.on_main_process(f'{job}: done', job_run, config, workdir)
+  return job_run(config, workdir)
+
+
+def start(config) -> None:
+  """What every job needs before anything asks for a device: multi-host JAX
+  (`config.distributed`, once per process) and JAX's persistent compilation cache
+  (`config.compilation_cache_dir`; '' leaves JAX's own setting)."""
+  parallel.initialize(**config.distributed)
+  if config.compilation_cache_dir:
+    parallel.use_compilation_cache(paths.absolute(config.compilation_cache_dir))
 
 
 def parse_flags(argv):
@@ -99,14 +128,26 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
     raise app.UsageError('Pass --config=configs/<stage>.py[:preset], e.g. configs/irm1.py:demo.')
-  logging.info(parallel.describe())
+  config = FLAGS.config
   try:
-    run(FLAGS.config, FLAGS.workdir)
+    start(config)  # before anything asks for a device
+    logging.info(parallel.describe())
+    run(config, FLAGS.workdir)
+    # A run ends together: a process whose share failed stops the others here, not later.
+    parallel.barrier(f'{config.job}: finished')
+  except errors.OtherProcessFailed as e:
+    parallel.stop_after_other_failure(e)
   except errors.Stopped as e:
     print(e, file=sys.stderr)
     sys.exit(e.exit_code)
   except errors.UserError as e:
-    sys.exit(f'error: {e}')
+    parallel.fail(f'error: {e}')
+  except SystemExit:
+    raise
+  except BaseException as e:  # a bug (its traceback first) or an interrupt
+    if not parallel.is_multihost():
+      raise
+    parallel.fail(f'{type(e).__name__}: {e}', details=traceback.format_exc())
 
 
 if __name__ == '__main__':

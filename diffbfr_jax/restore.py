@@ -55,6 +55,9 @@ def check_config(config) -> None:
   for field in ('batch_size', 'num_samples', 'image_size'):
     if config[field] < 1:
       raise ConfigError(f'config.{field}={config[field]!r}: must be at least 1')
+  if config.profile_batch < 0:
+    raise ConfigError(f'config.profile_batch={config.profile_batch!r}: must be 0 (no trace) or '
+                      'the number of the batch to trace')
   if not config.input_dir:
     raise ConfigError('config.input_dir is empty: give the folder of faces to restore (or '
                       'a prepared dataset field, tfds:face_pairs:lq)')
@@ -114,7 +117,6 @@ def face_keys(seed, name_hashes, samples):
 def run(config, workdir) -> Report:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the restored faces')
-  parallel.initialize(**config.distributed)
   inputs = sources.image_set(config.input_dir, data_dir=config.get('data_dir', ''))
   files = inputs.names
   names = output_names(files, config.num_samples)  # over all files: names are host-independent
@@ -126,6 +128,7 @@ def run(config, workdir) -> Report:
   if existing and not config.overwrite:
     raise errors.Exists(f'{len(existing)} outputs already exist (first: {existing[0]}); set '
                           '--config.overwrite=True to replace them, or choose another folder')
+  parallel.barrier('restore: outputs checked')  # a process that refused stops them all here
 
   stages, params = cascade.load(config)  # every checkpoint error comes before compute
   for stage in stages:
@@ -180,8 +183,13 @@ def run(config, workdir) -> Report:
       lq[i] = image
       hashes[i] = zlib.crc32(name.encode())
       samples[i] = k
-    outputs = jax.device_get(restore_fn(params, {'lq': lq,
-                                                 'key': face_keys(config.seed, hashes, samples)}))
+    profiled = b + 1 == config.profile_batch
+    if profiled:
+      parallel.start_trace(out_dir / 'profile')
+    outputs = restore_fn(params, {'lq': lq, 'key': face_keys(config.seed, hashes, samples)})
+    if profiled:
+      parallel.stop_trace(outputs)
+    outputs = jax.device_get(outputs)
     for i, (name, k, _) in enumerate(chunk):
       rel = names[name, k]
       _save(out_dir / rel, outputs['output'][i])
@@ -200,6 +208,7 @@ def run(config, workdir) -> Report:
     logging.info('batch %d/%d: %d faces in %.1f s%s; ETA %.0f s', b + 1, num_batches, len(chunk),
                  seconds, ' (with compilation)' if b == 0 else '', max(remaining, 0) * per_face)
   report.compiles = len(traces)
+  parallel.barrier('restore: every share written')  # a caller may read every process's faces
   if timed_faces:
     report.seconds_per_face = timed_seconds / timed_faces
   total = time.perf_counter() - start_time

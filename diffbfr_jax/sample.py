@@ -81,12 +81,12 @@ def grid(images) -> np.ndarray:
 def run(config, workdir) -> dict:
   check_config(config)
   out_dir = config_checks.output_folder(config, workdir, 'the samples')
-  parallel.initialize(**config.distributed)
   indices = parallel.process_share(list(range(config.num_samples)))
   existing = [out_dir / sample_name(i) for i in indices if (out_dir / sample_name(i)).exists()]
   if existing and not config.overwrite:
     raise errors.Exists(f'{len(existing)} samples already exist (first: {existing[0]}); set '
                         '--config.overwrite=True to replace them, or choose another folder')
+  parallel.barrier('sample: outputs checked')  # a process that refused stops them all here
   reference = None
   if config.reference_dir:  # a missing or empty reference stops the job before any compute
     reference = sources.image_set(config.reference_dir, data_dir=config.data_dir)
@@ -116,26 +116,32 @@ def run(config, workdir) -> dict:
              'params': config.tem.params, 'sampling': dict(config.tem.sampling),
              'network_evaluations': cascade.num_steps(stage),
              'seconds': seconds}
+  parallel.barrier('sample: every share written')  # the grid and the FID read every share
+  if parallel.is_main_process():
+    write_outputs(config, out_dir, summary, reference)
+  parallel.barrier('sample: summary written')
   if not parallel.is_main_process():
-    return summary
+    summary = json.loads((out_dir / 'summary.json').read_text())
+  return summary
+
+
+def write_outputs(config, out_dir, summary: dict, reference) -> None:
+  """grid.png, the FID against `reference` (None: none) and summary.json, from the samples of
+  every process; prints the job's line."""
   if config.grid_count:
     shown = [i for i in range(min(config.grid_count, config.num_samples))
              if (out_dir / sample_name(i)).exists()]
     images = np.stack([np.asarray(Image.open(out_dir / sample_name(i))) for i in shown])
     Image.fromarray(grid(images)).save(out_dir / 'grid.png')
   if reference is not None:
-    if parallel.is_multihost():
-      logging.warning('FID is left out on several processes: each wrote its share of the '
-                      'samples; run the evaluate job\'s FID on %s', out_dir / 'samples')
-    else:
-      from diffbfr_jax.metrics import fid  # pylint: disable=g-import-not-at-top
-      cache = config.fid_cache_dir or out_dir / 'fid_cache'
-      summary['fid'] = fid.fid_between_folders(str(out_dir / 'samples'), reference,
-                                               batch_size=config.batch_size, cache_dir=cache)
-      summary['reference'] = reference.label
+    from diffbfr_jax.metrics import fid  # pylint: disable=g-import-not-at-top
+    cache = config.fid_cache_dir or out_dir / 'fid_cache'
+    summary['fid'] = fid.fid_between_folders(str(out_dir / 'samples'), reference,
+                                             batch_size=config.batch_size, cache_dir=cache)
+    summary['reference'] = reference.label
   (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
   fid_text = f", FID {summary['fid']:.3f} against {summary['reference']}" if 'fid' in summary else ''
-  print(f'Drew {config.num_samples} samples into {out_dir / "samples"} in {seconds:.1f} s '
-        f'({cascade.num_steps(stage)} network evaluations each){fid_text}.')
-  return summary
+  print(f'Drew {config.num_samples} samples into {out_dir / "samples"} in '
+        f'{summary["seconds"]:.1f} s ({summary["network_evaluations"]} network evaluations '
+        f'each){fid_text}.')
 

@@ -183,7 +183,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     raise errors.NotFound('--workdir is required for training (checkpoints and metrics go '
                           'there; an existing one is resumed)')
   workdir = os.path.abspath(workdir)
-  parallel.initialize(**config.distributed)
   topology = parallel.topology()
   config_checks.check_topology(config, **topology)  # before anything is built
   tc = config.train
@@ -266,16 +265,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   stop = _StopSignal(multihost=parallel.is_multihost(), manager=ckpt.manager)
   due = None  # (step, state, finite) of a checkpoint waiting for the next step's loss
+  first_traced, last_traced = tc.profile_steps  # (0, 0): no trace
+  tracing = False
   try:
     with stop:
       logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
                    start_step, tc.num_steps)
       for step in range(start_step, tc.num_steps):
+        done = step + 1
+        if done == first_traced:
+          parallel.start_trace(workdir)
+          tracing = True
         batch = next_batch()
         new_state, metrics = step_fn(state, batch, train_key)
+        if tracing and done in (last_traced, tc.num_steps):
+          parallel.stop_trace(metrics)
+          tracing = False
         pending.append(metrics)
         window_steps += 1
-        done = step + 1
         report(done)
         if due is not None:  # this step's loss used the due state's parameters
           flush(done)
@@ -301,6 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
               f'stopped by {stop.name} at step {done} of {tc.num_steps}; its checkpoint is saved '
               f'in {ckpt.directory}. Run the same command to resume.', 128 + stop.signum)
   finally:
+    if tracing:  # stopped inside the traced steps: keep what was traced
+      parallel.stop_trace()
     # Finish the saves already started (good states) even when the run stops on an error.
     ckpt.wait()
     ckpt.close()

@@ -13,10 +13,10 @@ from configs import clean as clean_config
 from configs import iterate as iterate_config
 from diffbfr_jax import checkpointing
 from diffbfr_jax import main
-from diffbfr_jax import parallel
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
+from tests import processes
 
 
 def _read(path):
@@ -137,26 +137,6 @@ def test_niqe_selection_resume_and_changed_settings(smoke_run, tmp_path, rng):
              str(out))
 
 
-def test_processes_clean_their_shares_into_one_manifest(smoke_run, faces, tmp_path,
-                                                        monkeypatch):
-  single = main.run(_config(smoke_run, faces), str(tmp_path / 'one'))
-  monkeypatch.setattr(parallel, 'barrier', lambda name: None)
-  monkeypatch.setattr(parallel, 'initialize', lambda **kwargs: None)
-  for index in (1, 0):  # process 1 first: process 0 gathers both shares at its end
-    monkeypatch.setattr(parallel, 'process_index', lambda index=index: index)
-    monkeypatch.setattr(parallel, 'is_main_process', lambda index=index: index == 0)
-    monkeypatch.setattr(parallel, 'process_share', lambda items, index=index: items[index::2])
-    shared = main.run(_config(smoke_run, faces), str(tmp_path / 'two'))
-    assert (shared == {}) == (index == 1)
-  logs = sorted(p.name for p in (tmp_path / 'two' / 'records').iterdir())
-  assert logs == ['process_00000.jsonl', 'process_00001.jsonl']
-  assert [r['name'] for r in shared['images']] == [r['name'] for r in single['images']]
-  for a, b in zip(shared['images'], single['images']):
-    assert {k: v for k, v in a.items() if k != 'lpips'} == {k: v for k, v in b.items()
-                                                             if k != 'lpips'}
-    assert a.get('lpips', 0) == pytest.approx(b.get('lpips', 0), abs=1e-3)
-
-
 @pytest.mark.parametrize('fields, message', [
     ({'select': 'worst'}, 'config.select'),
     ({'lpips_net': 'squeeze'}, 'config.lpips_net'),
@@ -213,6 +193,23 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
   assert 'round 0, tem: trained already, step 4' in again
   assert 'round 1, tem: trained already (6 steps)' in again
   assert 'Restored' not in again and 'Drew' not in again  # nothing computed twice
+
+  # The same loop as two processes through main: the same rows, each file written once.
+  results, _ = processes.two_processes(
+      '--config=configs/iterate.py:smoke', f'--workdir={tmp_path / "two"}',
+      *processes.flags({'num_samples': 2, 'batch_size': 8,
+                        'start_from': {'tem': smoke_run('tem')}}))
+  processes.ok(results)
+  two = json.loads((tmp_path / 'two' / 'results.json').read_text())['rounds']
+  assert [row['round'] for row in two] == [0, 1]
+  for a, b in zip(rows, two):
+    assert (a['moved'] is None) == (b['moved'] is None)
+    for column in ('psnr', 'ssim', 'fid_samples', 'moved'):
+      if a[column] is not None:  # round 1 trained on two devices: float summation order
+        assert b[column] == pytest.approx(a[column], rel=1e-3), column
+  assert json.loads((tmp_path / 'two' / 'round_0' / 'cleaned' / 'manifest.json').read_text())[
+      'counts']['cleaned'] == 80
+  assert (tmp_path / 'two' / 'table.md').read_text().count('\n') == 4
 
 
 def test_iterate_config_errors(tmp_path):

@@ -98,6 +98,14 @@ def test_existing_outputs_are_kept_unless_asked(smoke_runs, odd_folder, tmp_path
   assert (tmp_path / 'rgba.png').read_bytes() == b'earlier result'
 
 
+def test_one_call_of_the_cascade_is_profiled_for_tensorboard(smoke_runs, odd_folder, tmp_path):
+  main.run(_config(smoke_runs, odd_folder, batch_size=2, profile_batch=2), str(tmp_path))
+  (run,) = (tmp_path / 'profile' / 'plugins' / 'profile').iterdir()
+  assert any(p.name.endswith('.xplane.pb') and p.stat().st_size > 0 for p in run.iterdir())
+  with pytest.raises(ConfigError, match='config.profile_batch=-1'):
+    main.run(_config(smoke_runs, odd_folder, profile_batch=-1), str(tmp_path / 'b'))
+
+
 def _edit_meta(run, tmp_path, **model_fields):
   copy = tmp_path / 'edited'
   shutil.copytree(run, copy)

@@ -10,6 +10,7 @@ from configs import sample as sample_config
 from diffbfr_jax import errors
 from diffbfr_jax import main
 from diffbfr_jax.config_checks import ConfigError
+from tests import processes
 
 
 def _config(smoke_run, **fields):
@@ -54,6 +55,20 @@ def test_samples_depend_on_seed_and_index_only(smoke_run, tmp_path):
   assert np.isfinite(summary['fid']) and summary['fid'] > 0
   assert summary['reference'] == str(reference)
   assert 'fid' not in again
+
+  # Two processes through main, each drawing its share: the same samples, grid and FID.
+  results, _ = processes.two_processes(
+      '--config=configs/sample.py:ddim,smoke', f'--workdir={tmp_path / "two"}',
+      *processes.flags({'tem': {'checkpoint': smoke_run('tem'), 'sampling': {
+          'respacing': 'ddim10'}}, 'num_samples': 5, 'batch_size': 3, 'grid_count': 5,
+                        'reference_dir': reference}))
+  processes.ok(results)
+  assert [out.count('Drew 5 samples') for _, out, _ in results] == [1, 0]  # process 0 reports
+  for name in ['grid.png'] + [f'samples/{n}' for n in names]:
+    assert np.abs(_read(tmp_path / 'a' / name) - _read(tmp_path / 'two' / name)).max() <= 1, name
+  two = json.loads((tmp_path / 'two' / 'summary.json').read_text())
+  assert two['count'] == 5 and two['reference'] == summary['reference']
+  assert two['fid'] == pytest.approx(summary['fid'], rel=1e-3)  # of all five samples
 
 
 def test_existing_samples_a_truncated_chain_or_no_reference_stop_the_job(smoke_run, tmp_path):

@@ -164,41 +164,6 @@ def test_eight_devices_train_like_one_device_with_the_same_global_batch(tmp_path
 
 
 
-_PROCESS_SCRIPT = '''
-import sys
-import jax, numpy as np
-from configs import irm2
-from diffbfr_jax import train
-workdir, out, port, pid = sys.argv[1:5]
-config = irm2.get_config('smoke')
-config.train.update(batch_size=4, num_steps=2, checkpoint_every=100)
-config.distributed.update(coordinator_address=f'localhost:{port}', num_processes=2,
-                          process_id=int(pid))
-state = train.train_and_evaluate(config, workdir)
-assert jax.process_count() == 2 and jax.device_count() == 2
-np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
-'''
-
-
-def test_two_processes_train_to_identical_parameters(tmp_path):
-  import socket  # pylint: disable=g-import-not-at-top
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
-  env = dict(os.environ, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo', JAX_PLATFORMS='cpu')
-  procs = [subprocess.Popen(
-      [sys.executable, '-c', _PROCESS_SCRIPT, str(tmp_path / 'wd'), str(tmp_path / f'p{i}.npz'),
-       str(port), str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      cwd=pathlib.Path(__file__).resolve().parent.parent) for i in (0, 1)]
-  for proc in procs:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-  p0, p1 = np.load(tmp_path / 'p0.npz'), np.load(tmp_path / 'p1.npz')
-  for name in p0.files:
-    np.testing.assert_array_equal(p0[name], p1[name])
-  assert checkpointing.Checkpointer(tmp_path / 'wd').latest_step() == 2
-
-
 @pytest.fixture(scope='module')
 def irm2_workdir(tmp_path_factory):
   """An IRM-2 smoke run of 2 steps (a checkpoint of step 2), to resume with other configs."""

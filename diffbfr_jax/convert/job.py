@@ -19,6 +19,7 @@ import jax
 from diffbfr_jax import checkpointing
 from diffbfr_jax import errors
 from diffbfr_jax import config_checks
+from diffbfr_jax import parallel
 from diffbfr_jax import summary
 from diffbfr_jax import train
 from diffbfr_jax.convert import state_dict
@@ -65,7 +66,9 @@ def run(config, workdir):
   tx, _ = train.make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
                                warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
                                grad_clip=tc.grad_clip)
-  state = train.state_from_params(params, tx)
+  # Placed as the train step leaves a state: on several processes every one converts the same
+  # file and they save the replicated state together.
+  state = parallel.place_state(train.state_from_params(params, tx))
   ckpt = checkpointing.Checkpointer(workdir)
   try:
     ckpt.save(0, state, {**checkpointing.meta_of(config), 'source': note})

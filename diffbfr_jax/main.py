@@ -71,7 +71,8 @@ def run(config, workdir):
   if job in ONE_PROCESS_ONLY and parallel.is_multihost():
     raise config_checks.ConfigError(
         f'config.job={job!r} runs in one process, and this run has '
-        f'{parallel.process_count()} (start it without config.distributed)')
+        f'{parallel.process_count()}: run it on one host with '
+        '--config.distributed.initialize=never')
   job_run = importlib.import_module(JOBS[job]).run
   if job in ON_MAIN_PROCESS:
     return parallel.on_main_process(f'{job}: done', job_run, config, workdir)

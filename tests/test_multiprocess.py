@@ -16,6 +16,7 @@ from configs import clean as clean_config
 from configs import common
 from configs import evaluate as evaluate_config
 from configs import irm2
+from configs import tem
 from diffbfr_jax import cascade
 from diffbfr_jax import main
 from diffbfr_jax.data import sources
@@ -40,10 +41,12 @@ def faces(tmp_path_factory):
   return root
 
 
-def _stage_params(workdir, step, stage='irm2'):
-  config = common.sampling_stage(irm2.get_config('smoke'), str(workdir))
-  config.update(step=step, params='params')
-  return cascade.stage_from_checkpoint(stage, config)[1]
+def _stage_params(workdir, step, stage='irm2', params='params'):
+  """{name: array} of a stage's parameters in a checkpoint, as the sampling jobs read them."""
+  module = {'irm2': irm2, 'tem': tem}[stage]
+  config = common.sampling_stage(module.get_config('smoke'), str(workdir))
+  config.update(step=step, params=params)
+  return _flat(cascade.stage_from_checkpoint(stage, config)[1])
 
 
 def test_train_and_its_resume_on_two_processes_equal_one_process(tmp_path):
@@ -64,7 +67,7 @@ def test_train_and_its_resume_on_two_processes_equal_one_process(tmp_path):
   config = irm2.get_config('smoke')  # one process, one device, the whole batch of 4
   config.train.update(batch_size=4, num_steps=4, checkpoint_every=2)
   main.run(config, str(tmp_path / 'one'))
-  one, two = _flat(_stage_params(tmp_path / 'one', 4)), _flat(_stage_params(tmp_path / 'two', 4))
+  one, two = _stage_params(tmp_path / 'one', 4), _stage_params(tmp_path / 'two', 4)
   assert one.keys() == two.keys() and len(one) > 10
   for name in one:
     # Two devices' mean gradient against one device's: float summation order, well under a step.
@@ -193,3 +196,25 @@ def test_evaluate_on_two_processes_writes_one_processs_summary(faces, tmp_path):
   assert json.loads((tmp_path / 'two' / 'summary.json').read_text()) == one
   assert (tmp_path / 'two' / 'per_image.csv').read_text() == \
       (tmp_path / 'one' / 'per_image.csv').read_text()
+
+
+def test_convert_on_two_processes_writes_one_processs_checkpoint(tmp_path):
+  pytest.importorskip('torch')
+  from tests.convert import test_job  # pylint: disable=g-import-not-at-top
+  from tests.convert import torch_unets  # pylint: disable=g-import-not-at-top
+
+  config = tem.get_config('smoke')
+  test_job._save_as_published(torch_unets.random_net(config), config, tmp_path / 'tem.pth')  # pylint: disable=protected-access
+  config.update(job='convert')
+  config.convert.source = str(tmp_path / 'tem.pth')
+  main.run(config, str(tmp_path / 'one'))
+  results, _ = processes.two_processes(
+      '--config=configs/tem.py:smoke', '--config.job=convert',
+      f'--config.convert.source={tmp_path / "tem.pth"}', f'--workdir={tmp_path / "two"}')
+  processes.ok(results)
+  for item in ('params', 'ema_params'):
+    one = _stage_params(tmp_path / 'one', 0, 'tem', item)
+    two = _stage_params(tmp_path / 'two', 0, 'tem', item)
+    assert one.keys() == two.keys() and len(one) > 10
+    for name in one:
+      np.testing.assert_array_equal(one[name], two[name], err_msg=name)

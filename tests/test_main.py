@@ -104,24 +104,6 @@ def test_jobs_take_relative_paths_from_the_folder_they_run_in(tmp_path):
   assert restored.shape == (32, 32, 3)
 
 
-def test_the_compilation_cache_serves_the_next_run(tmp_path):
-  """config.compilation_cache_dir: the first run compiles and stores every program there; the
-  same job again finds each of them and stores nothing new."""
-  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
-  env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PLATFORMS='cpu')
-  cache, stored = tmp_path / 'cache', []
-  for run in ('first', 'second'):
-    result = subprocess.run(
-        [sys.executable, '-m', 'diffbfr_jax.main', '--config=configs/tem.py:smoke',
-         '--config.train.num_steps=1', f'--workdir={tmp_path / run}',
-         f'--config.compilation_cache_dir={cache}'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    stored.append(sorted(p.name for p in cache.iterdir()))
-  assert any(name.startswith('jit_init-') for name in stored[0])  # the network's initialisation
-  assert len(stored[0]) > 10 and stored[1] == stored[0]
-
-
 def test_a_profile_of_training_steps_is_written_for_tensorboard(tmp_path):
   from configs import tem  # pylint: disable=g-import-not-at-top
   from diffbfr_jax import main  # pylint: disable=g-import-not-at-top

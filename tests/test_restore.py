@@ -1,6 +1,8 @@
 """The restore job on smoke checkpoints written by the training code (tests/conftest.py)."""
 
 import json
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,8 @@ from configs import cascade as cascade_config
 from diffbfr_jax import checkpointing
 from diffbfr_jax import main
 from diffbfr_jax.config_checks import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
@@ -104,6 +108,25 @@ def test_one_call_of_the_cascade_is_profiled_for_tensorboard(smoke_runs, odd_fol
   assert any(p.name.endswith('.xplane.pb') and p.stat().st_size > 0 for p in run.iterdir())
   with pytest.raises(ConfigError, match='config.profile_batch=-1'):
     main.run(_config(smoke_runs, odd_folder, profile_batch=-1), str(tmp_path / 'b'))
+
+
+def test_the_compilation_cache_serves_the_next_run(smoke_runs, odd_folder, tmp_path):
+  """config.compilation_cache_dir: the first run compiles the cascade and stores every program
+  there; the same job again finds each of them and stores nothing new."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PLATFORMS='cpu')
+  cache, stored = tmp_path / 'cache', []
+  for run in ('first', 'second'):
+    result = subprocess.run(
+        [sys.executable, '-m', 'diffbfr_jax.main', '--config=configs/cascade.py:fast,smoke',
+         f'--config.input_dir={odd_folder}', f'--workdir={tmp_path / run}',
+         *[f'--config.{s}.checkpoint={smoke_runs[s]}' for s in ('irm1', 'irm2', 'tem')],
+         f'--config.compilation_cache_dir={cache}'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored.append(sorted(p.name for p in cache.iterdir()))
+  assert any(name.startswith('jit_traced-') for name in stored[0])  # the cascade
+  assert stored[1] == stored[0]
 
 
 def _edit_meta(run, tmp_path, **model_fields):

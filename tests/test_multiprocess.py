@@ -153,6 +153,37 @@ def test_a_failure_inside_a_train_step_stops_the_other_process(tmp_path):
   assert seconds < 240
 
 
+# Process 1 fails while process 0 waits where no barrier comes: a long computation, or a
+# collective of an accelerator that waits for the failed process without an error.
+_FAILING_WHILE_THE_OTHER_WAITS = '''
+import sys
+import time
+from absl import app
+import jax
+from diffbfr_jax import main
+
+def run(config, workdir):
+  if jax.process_index() == 1:
+    raise RuntimeError('a failure of process 1')
+  time.sleep(600)
+
+main.run = run
+sys.argv[0] = 'diffbfr_jax.main'
+app.run(main.main, flags_parser=main.parse_flags)
+'''
+
+
+def test_a_process_that_waits_where_no_barrier_comes_is_stopped_too(tmp_path):
+  results, seconds = processes.two_processes(
+      '--config=configs/tem.py:smoke', '--config.job=summary',
+      wrapper=_FAILING_WHILE_THE_OTHER_WAITS)
+  assert [code for code, _, _ in results] == [1, 1]
+  assert results[0][2].strip().splitlines()[-1] == (
+      'error: process 1 of 2 failed: RuntimeError: a failure of process 1 (this process was '
+      'stopped while it waited for it)')
+  assert seconds < 120  # the watch thread's 1 s polls and 10 s grace, and the start-up
+
+
 def _clean_fields(smoke_run, faces):
   return {'input_dir': faces, 'batch_size': 2, 'grid_count': 4,
           'tem': {'checkpoint': smoke_run('tem'), 'sampling': {'respacing': '250'}}}

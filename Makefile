@@ -1,7 +1,8 @@
 # The two commands, from a fresh clone (Python 3.11 or newer as python3):
 #   make demo   makes .venv if needed, installs diffbfr_jax with the versions in constraints.txt
 #               and the FID Inception weights, and runs the demo job into runs/demo
-#   make test   the same environment with the test extra (pytest, torch), then the tests
+#   make test   the same environment with the test and compile extras (pytest, torch; the TPU
+#               and GPU compilers of docs/compile.md), then the tests
 # Other set-ups (your own environment, jax[cuda12], jax[tpu]): docs/setup.md.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,11 +18,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements-no-deps.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -c constraints.txt -e ".[test]"
+	$(PIP) install -c constraints.txt -e ".[test,compile]"
 	touch $@
 
+# JAX_PLATFORMS=cpu unless set: after `make test` the environment has the compile extra, whose
+# CUDA plugin and libtpu JAX would otherwise also try to start (docs/compile.md).
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo $(DEMO_ARGS)
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(VENV)/bin/python -m diffbfr_jax.main --config=configs/demo.py --workdir=runs/demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest

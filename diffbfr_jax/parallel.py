@@ -301,21 +301,27 @@ def first_local_device():
   return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
-def pmap_train_step(step_fn):
+def pmap_train_step(step_fn, devices=None, donate_state: bool = False):
   """`step_fn(state, batch, rng) -> (state, metrics)`, per device, reducing with `lax.pmean`
   over `AXIS`, becomes a step over all local devices: batch leaves `[local_devices, ...]`, the
-  state and the metrics unreplicated (they must be identical on every device)."""
-  return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None))
+  state and the metrics unreplicated (they must be identical on every device).
+
+  `devices`: others than this process's (the compile benchmark's compile-only devices of a
+  TPU or GPU target). `donate_state`: the step may write the new state over the old one's
+  buffers, which the caller must not use afterwards (the compile benchmark measures it)."""
+  return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
+                  devices=devices, donate_argnums=(0,) if donate_state else ())
 
 
-def pmap_batch_fn(fn):
+def pmap_batch_fn(fn, devices=None):
   """`fn(batch) -> batch`, per device, applied to every local device's share of a batch whose
-  leaves are `[local_devices, ...]`; the output stays on the devices, sharded the same way."""
-  return jax.pmap(fn, axis_name=AXIS)
+  leaves are `[local_devices, ...]`; the output stays on the devices, sharded the same way.
+  `devices`: as `pmap_train_step`'s."""
+  return jax.pmap(fn, axis_name=AXIS, devices=devices)
 
 
-def _local_sharding(*spec):
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+def _local_sharding(*spec, devices=None):
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices() if devices is None else devices), (AXIS,))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 
@@ -325,15 +331,23 @@ def place_state(state):
   return jax.device_put(state, _local_sharding())
 
 
-def jit_over_local_devices(fn):
+def jit_over_local_devices(fn, devices=None):
   """`fn(params, batch) -> outputs`, written for one device, jitted with the parameters
   replicated (place them with `place_state`) and every leaf of `batch` and of the outputs split
   on its leading axis over this process's devices. That axis must be a multiple of
-  `jax.local_device_count()`."""
-  return jax.jit(fn, in_shardings=(_local_sharding(), _local_sharding(AXIS)),
-                 out_shardings=_local_sharding(AXIS))
+  `jax.local_device_count()`. `devices`: as `pmap_train_step`'s (then a multiple of their
+  number)."""
+  return jax.jit(fn, in_shardings=(_local_sharding(devices=devices),
+                                   _local_sharding(AXIS, devices=devices)),
+                 out_shardings=_local_sharding(AXIS, devices=devices))
 
 
 def device_index():
   """This device's index along `AXIS`, inside a pmapped step (for folding random keys)."""
   return jax.lax.axis_index(AXIS)
+
+
+def cpu_client():
+  """The CPU backend's client: the compile benchmark runs XLA's generic cost analysis of a GPU
+  target's compiled module there."""
+  return jax.devices('cpu')[0].client

@@ -66,6 +66,23 @@ PEAK_TFLOPS = (
     ('TPU v6 lite', 918.0),
 )
 
+# Memory bandwidth of one device, GB/s (10^9 bytes per second), with its source; the first entry
+# whose key is in JAX's device_kind is used (compile_for.py's roofline).
+HBM_GBPS = (
+    ('H100 PCIe', 2000.0, 'NVIDIA H100 datasheet (H100 PCIe: 2 TB/s)'),
+    ('H100 NVL', 3900.0, 'NVIDIA H100 datasheet (H100 NVL: 3.9 TB/s)'),
+    ('H100', 3350.0, 'NVIDIA H100 datasheet (H100 SXM: 3.35 TB/s)'),
+    ('H200', 4800.0, 'NVIDIA H200 datasheet (4.8 TB/s)'),
+    ('A100-SXM4-80GB', 2039.0, 'NVIDIA A100 datasheet (A100 80GB SXM: 2,039 GB/s)'),
+    ('A100 80GB PCIe', 1935.0, 'NVIDIA A100 datasheet (A100 80GB PCIe: 1,935 GB/s)'),
+    ('A100', 1555.0, 'NVIDIA A100 datasheet (A100 40GB: 1,555 GB/s)'),
+    ('TPU v4', 1200.0, 'Google Cloud TPU documentation, TPU v4 (HBM bandwidth 1,200 GBps)'),
+    ('TPU v5 lite', 819.0, 'Google Cloud TPU documentation, TPU v5e (HBM bandwidth 819 GBps)'),
+    ('TPU v5', 2765.0, 'Google Cloud TPU documentation, TPU v5p (HBM bandwidth 2,765 GBps)'),
+    ('TPU v6 lite', 1640.0, 'Google Cloud TPU documentation, TPU v6e (HBM bandwidth 1,640 '
+     'GBps)'),
+)
+
 
 def _define_flags():
   # Defined only when run as a program, so importing the module defines no flags.
@@ -150,13 +167,13 @@ def _stage_config(stage: str):
   return config
 
 
-def _compiled_bytes(compiled) -> int:
+def compiled_bytes(compiled) -> int:
   m = compiled.memory_analysis()
   return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
              + m.temp_size_in_bytes)
 
 
-def _out_of_memory(error: Exception) -> bool:
+def out_of_memory(error: Exception) -> bool:
   text = str(error)
   return 'RESOURCE_EXHAUSTED' in text or 'Out of memory' in text or 'out of memory' in text
 
@@ -186,8 +203,8 @@ def _train(task: dict, info: dict) -> dict:
       raise ValueError(f'{info["kind"]} reports no memory limit; give --batch or '
                        '--memory_limit_gib')
     target = FLAGS.memory_fraction * limit
-    search['bytes_at_1'] = _compiled_bytes(compiled_at(1)[0])
-    search['bytes_at_2'] = _compiled_bytes(compiled_at(2)[0])
+    search['bytes_at_1'] = compiled_bytes(compiled_at(1)[0])
+    search['bytes_at_2'] = compiled_bytes(compiled_at(2)[0])
     batch = fitted_batch(search['bytes_at_1'], search['bytes_at_2'], target, FLAGS.max_batch)
     if not batch:
       raise ValueError(f'{task["stage"]}: one image per device needs '
@@ -198,13 +215,13 @@ def _train(task: dict, info: dict) -> dict:
   while True:
     try:
       step, data = compiled_at(batch)
-      compiled_bytes = _compiled_bytes(step)
-      if limit and not FLAGS.batch and compiled_bytes > limit:
-        raise MemoryError(f'compiled step needs {compiled_bytes} bytes')
+      step_bytes = compiled_bytes(step)
+      if limit and not FLAGS.batch and step_bytes > limit:
+        raise MemoryError(f'compiled step needs {step_bytes} bytes')
       seconds = train_step.median_step_seconds(step, state, data, key, FLAGS.steps)
       break
     except Exception as e:  # pylint: disable=broad-except
-      if FLAGS.batch or not (isinstance(e, MemoryError) or _out_of_memory(e)) or batch == 1:
+      if FLAGS.batch or not (isinstance(e, MemoryError) or out_of_memory(e)) or batch == 1:
         raise
       search['tried'].append(batch)
       compiled.pop(batch, None)
@@ -214,7 +231,7 @@ def _train(task: dict, info: dict) -> dict:
   return dict(per_device_batch=batch, batch_search=search, step_s=seconds,
               images_per_s=devices * batch / seconds, images_per_s_per_device=batch / seconds,
               peak_memory_bytes=int(peak), peak_memory_source=where,
-              compiled_memory_bytes=compiled_bytes,
+              compiled_memory_bytes=step_bytes,
               flops_per_step=train_step.flops(step.cost_analysis()))
 
 

@@ -33,7 +33,9 @@ def _define_flags():
   flags.mark_flag_as_required('config')
 
 
-def _model_and_step(config):
+def model_and_step(config, devices=None, donate_state: bool = False):
+  """(the network, the optimizer, the pmapped train step): the train job's, over `devices` (this
+  process's by default; parallel.pmap_train_step)."""
   tc = config.train
   model = models.create_model(config.model_type, **config.model)
   schedule = schedules.make_schedule(**config.diffusion.schedule)
@@ -42,13 +44,14 @@ def _model_and_step(config):
                                          weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
   step_fn = parallel.pmap_train_step(functools.partial(
       train.train_step, loss_fn=train.make_loss_fn(config, model, schedule), tx=tx,
-      ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+      ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule),
+      devices=devices, donate_state=donate_state)
   return model, tx, step_fn
 
 
 def build(config):
   """(the pmapped train step, the placed state, the step key): the train job's step."""
-  model, tx, step_fn = _model_and_step(config)
+  model, tx, step_fn = model_and_step(config)
   state = parallel.place_state(train.create_state(config, model, tx, jax.random.key(0)))
   return step_fn, state, jax.random.key(1)
 
@@ -57,7 +60,7 @@ def flops_per_image(config) -> float:
   """XLA's FLOPs (a multiply-add counts 2) of the train step for one image: forward, backward
   and the optimizer, from the cost analysis of the step lowered at one image per device. Nothing
   is compiled or allocated."""
-  model, tx, step_fn = _model_and_step(config)
+  model, tx, step_fn = model_and_step(config)
   state = jax.eval_shape(lambda: train.create_state(config, model, tx, jax.random.key(0)))
   batch = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                  synthetic_batch(config, 1))

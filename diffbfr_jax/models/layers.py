@@ -107,10 +107,24 @@ def _conv3x3_kernel_grad(x, dy):
   return jnp.stack(taps, axis=1)
 
 
+def _xla_kernel_grad(x, dy):
+  """XLA's own kernel gradient of `_conv3x3` (the transpose of its convolution)."""
+  w = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
+  return jax.vjp(lambda k: _conv3x3(x, k), w)[1](dy)[0]
+
+
+# The platforms whose kernel gradient is `_conv3x3_kernel_grad`; the others get XLA's own. Chosen
+# when the backward pass is lowered for a platform (`jax.lax.platform_dependent`), so the network
+# knows nothing of devices. The 1-D convolutions measured faster on XLA:CPU (docs/benchmarks.md);
+# compiled for H100, XLA's own moves fewer bytes with fewer temporaries, and TPU was not shown to
+# gain (docs/compile.md, Decisions). The compile benchmark sets it to compare the two.
+ROWS_KERNEL_GRAD_PLATFORMS = ('cpu',)
+
+
 @jax.custom_vjp
 def conv3x3(x, w):
   """A 3x3 conv, stride 1, padding (1, 1), NHWC / HWIO: XLA's forward and input gradient, and
-  the kernel gradient of `_conv3x3_kernel_grad`."""
+  the kernel gradient of `_conv3x3_kernel_grad` on ROWS_KERNEL_GRAD_PLATFORMS, XLA's elsewhere."""
   return _conv3x3(x, w)
 
 
@@ -121,7 +135,9 @@ def _conv3x3_fwd(x, w):
 def _conv3x3_bwd(res, dy):
   x, w = res
   _, input_grad = jax.vjp(lambda v: _conv3x3(v, w), x)
-  return input_grad(dy)[0], _conv3x3_kernel_grad(x, dy).astype(w.dtype)
+  rows = {platform: _conv3x3_kernel_grad for platform in ROWS_KERNEL_GRAD_PLATFORMS}
+  kernel_grad = jax.lax.platform_dependent(x, dy, default=_xla_kernel_grad, **rows)
+  return input_grad(dy)[0], kernel_grad.astype(w.dtype)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)

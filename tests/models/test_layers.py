@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from diffbfr_jax.models import layers
 from tests import torch_reference as ref
@@ -112,8 +113,13 @@ def test_upsample_is_nearest_then_conv(rng):
                              atol=1e-5)
 
 
-def test_conv3x3_values_and_gradients_match_xlas_convolution(rng):
-  # The second implementation: lax.conv_general_dilated and its own autodiff.
+@pytest.mark.parametrize('rows_on', [('cpu',), ()], ids=['rows kernel gradient', 'xla'])
+def test_conv3x3_values_and_gradients_match_xlas_convolution(rng, monkeypatch, rows_on):
+  # The second implementation: lax.conv_general_dilated and its own autodiff. Both kernel
+  # gradients conv3x3 can lower to (the 1-D convolutions on ROWS_KERNEL_GRAD_PLATFORMS, XLA's
+  # elsewhere) are checked on the CPU by choosing which platforms get the first.
+  monkeypatch.setattr(layers, 'ROWS_KERNEL_GRAD_PLATFORMS', rows_on)
+
   def reference(x, w):
     return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -123,9 +129,13 @@ def test_conv3x3_values_and_gradients_match_xlas_convolution(rng):
     kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) / 3, jnp.float32)
     weights = jnp.asarray(rng.standard_normal((b, h, w, o)), jnp.float32)
     np.testing.assert_allclose(layers.conv3x3(x, kernel), reference(x, kernel), atol=1e-5)
-    grad = lambda f: jax.grad(lambda v, k: jnp.sum(weights * f(v, k)), argnums=(0, 1))(x, kernel)
-    for ours, theirs in zip(grad(layers.conv3x3), grad(reference)):
+    grad = lambda f: jax.grad(lambda v, k: jnp.sum(weights * f(v, k)), argnums=(0, 1))
+    for ours, theirs in zip(grad(layers.conv3x3)(x, kernel), grad(reference)(x, kernel)):
       np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    # Only the chosen kernel gradient is lowered: the input gradient's convolution and three
+    # 1-D ones, or XLA's one (the forward is not needed: the loss is linear in it).
+    lowered = jax.jit(grad(layers.conv3x3)).lower(x, kernel).as_text()
+    assert lowered.count('stablehlo.convolution') == (4 if rows_on else 2)
 
 
 def test_dropout_drops_at_its_rate_and_scales_what_it_keeps():

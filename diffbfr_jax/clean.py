@@ -223,14 +223,15 @@ def run(config, workdir) -> dict:
                    time.perf_counter() - t0, elapsed / finished * (len(todo) - finished))
 
   parallel.barrier('clean: every share written')
-  if parallel.is_main_process():
+
+  def gather():
     manifest = write_manifest(out_dir, settings, inputs.names, time.perf_counter() - start)
     if config.grid_count:
       write_grid(out_dir, inputs, manifest['images'], config.grid_count, size)
-  parallel.barrier('clean: manifest written')
-  if not parallel.is_main_process():
-    manifest = json.loads((out_dir / 'manifest.json').read_text())
-  return manifest
+    return manifest
+
+  manifest = parallel.on_main_process('clean: manifest written', gather)
+  return manifest or json.loads((out_dir / 'manifest.json').read_text())
 
 
 def write_grid(out_dir: pathlib.Path, inputs: sources.ImageSet, records, count: int,

@@ -117,9 +117,8 @@ def run(config, workdir) -> dict:
              'network_evaluations': cascade.num_steps(stage),
              'seconds': seconds}
   parallel.barrier('sample: every share written')  # the grid and the FID read every share
-  if parallel.is_main_process():
-    write_outputs(config, out_dir, summary, reference)
-  parallel.barrier('sample: summary written')
+  parallel.on_main_process('sample: summary written', write_outputs, config, out_dir, summary,
+                           reference)
   if not parallel.is_main_process():
     summary = json.loads((out_dir / 'summary.json').read_text())
   return summary

@@ -43,7 +43,7 @@ def get_config(arg=None):
       sampling=dict(respacing='100', variance='posterior', clip_x0=True),
   ))
   # The GAN: a DCGAN-style generator and discriminator in Flax (dense layers to 4x4 features,
-  # a transposed convolution to 8x8; strided convolutions and dense layers; layer norm in the
+  # a transposed convolution to 8x8; strided convolutions and dense layers; batch norm in the
   # generator), 1,485,282 parameters in all (the paper's: about 1.51M), the standard loss with
   # the non-saturating generator loss, Adam(2e-4, b1=0.5).
   config.gan = ml_collections.ConfigDict(dict(

@@ -131,12 +131,23 @@ def make_cascade(stages):
   return restore
 
 
+def check_stage_fields(name: str, stage_config) -> None:
+  """The fields of `config.<name>` that every sampling job (restore, sample, clean) reads."""
+  if stage_config.params not in ('ema_params', 'params'):
+    raise ConfigError(f'config.{name}.params={stage_config.params!r}: expected '
+                      "'ema_params' or 'params'")
+  if stage_config.dtype not in ('', 'float32', 'bfloat16'):
+    raise ConfigError(f'config.{name}.dtype={stage_config.dtype!r}: expected '
+                      "'', 'float32' or 'bfloat16'")
+
+
 def stage_from_checkpoint(name: str, stage_config):
   """(Stage, parameters as host arrays) for `config.<name>`.
 
-  Errors before any compute: a missing checkpoint, one of another stage, or one whose arrays do
-  not have the shapes of the network its own meta describes.
+  Errors before any compute: a bad params or dtype field, a missing checkpoint, one of another
+  stage, or one whose arrays do not have the shapes of the network its own meta describes.
   """
+  check_stage_fields(name, stage_config)
   if not stage_config.checkpoint:
     raise ConfigError(f'config.{name}.checkpoint is empty: give the workdir of a trained {name} '
                       f'run (or switch the stage off with config.{name}.enabled=False)')

@@ -19,6 +19,7 @@ from etils import epath
 
 from diffbfr_jax import errors
 from diffbfr_jax import parallel
+from diffbfr_jax import resume
 
 
 class Checkpointer:
@@ -43,11 +44,9 @@ class Checkpointer:
     stored = read_meta(self.directory, step)
     differences = meta_differences(stored, meta)
     if differences:
-      listed = '; '.join(f'config.{f}: {a} in the checkpoint, {b} in the config'
-                         for f, a, b in differences)
-      raise CheckpointError(
-          f'{self.directory}/{step} was trained with another config ({listed}). Resume with the '
-          'config it was trained with, or give a new --workdir to train this one.')
+      raise CheckpointError(refusal(f'{self.directory}/{step}', differences) + ' Resume with '
+                            'the config it was trained with, or give a new --workdir to train '
+                            'this one.')
 
   def restore(self, state):
     """The latest checkpoint restored into `state`'s structure (as host NumPy arrays, to be
@@ -86,34 +85,45 @@ def meta_of(config) -> dict:
           'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
 
 
+def refusal(where: str, differences) -> str:
+  """Why the checkpoint `where` does not fit a config, most useful first: another stage, then
+  another network, then the number of fields that differ and each of them."""
+  first = {f: (a, b) for f, a, b in differences}
+  if 'stage' in first:
+    head = (f'{where} is a {first["stage"][0]} checkpoint and the config trains '
+            f'{first["stage"][1]}: another stage.')
+  elif 'model_type' in first:
+    head = (f'{where} holds a {first["model_type"][0]} network and the config a '
+            f'{first["model_type"][1]} one.')
+  else:
+    head = f'{where} was trained with another config.'
+  listed = '; '.join(f'config.{f}: {a} in the checkpoint, {b} in the config'
+                     for f, a, b in differences)
+  count = (f'{len(differences)} fields differ' if len(differences) > 1 else '1 field differs')
+  return f'{head} {count}: {listed}.'
+
+
 CheckpointError = errors.CheckpointError  # re-exported where it was first defined
 
 # Fields of meta['model'] that a run may change when it resumes: how the same network computes.
 RESUMABLE_MODEL_FIELDS = ('dtype', 'remat', 'dropout')
 
 
+# The fields a refusal names first: what a user most needs to know (another stage, another
+# network, another size), then the rest in order.
+FIRST_FIELDS = ('stage', 'model_type', 'model.image_size', 'model.in_channels',
+                'model.out_channels', 'model.inner_channels', 'model.model_channels')
+
+
 def meta_differences(stored: dict, wanted: dict):
   """[(field, stored value, wanted value)] over stage, model_type, model and diffusion, with
-  JSON's lists and tuples alike; RESUMABLE_MODEL_FIELDS are ignored."""
-  def flat(tree, prefix=''):
-    if isinstance(tree, dict):
-      out = {}
-      for k, v in tree.items():
-        out.update(flat(v, f'{prefix}{k}.'))
-      return out
-    return {prefix[:-1]: tree}
-
-  def normal(x):
-    return json.loads(json.dumps(x))
-
-  a, b = {}, {}
-  for field in ('stage', 'model_type', 'model', 'diffusion'):
-    a.update(flat(normal(stored.get(field)), f'{field}.'))
-    b.update(flat(normal(wanted.get(field)), f'{field}.'))
-  missing = '(absent)'
-  return [(f, a.get(f, missing), b.get(f, missing)) for f in sorted(a.keys() | b.keys())
-          if a.get(f, missing) != b.get(f, missing)
-          and not any(f == f'model.{r}' for r in RESUMABLE_MODEL_FIELDS)]
+  JSON's lists and tuples alike, FIRST_FIELDS first; RESUMABLE_MODEL_FIELDS are ignored."""
+  fields = ('stage', 'model_type', 'model', 'diffusion')
+  diffs = resume.differences({f: stored.get(f) for f in fields},
+                             {f: wanted.get(f) for f in fields},
+                             ignore=[f'model.{r}' for r in RESUMABLE_MODEL_FIELDS])
+  rank = lambda d: FIRST_FIELDS.index(d[0]) if d[0] in FIRST_FIELDS else len(FIRST_FIELDS)
+  return sorted(diffs, key=rank)  # stable: the others keep their order
 
 
 def _manager(path):

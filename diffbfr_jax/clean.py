@@ -36,6 +36,7 @@ from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
 from diffbfr_jax import errors
 from diffbfr_jax import parallel
+from diffbfr_jax import resume
 from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.data import sources
@@ -89,17 +90,6 @@ def settings_of(config, inputs: sources.ImageSet, stages) -> dict:
           'lpips_net': config.lpips_net, 'stages': recorded}
 
 
-def _differences(old: dict, new: dict, prefix: str = '') -> list:
-  out = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _differences(a, b, f'{prefix}{key}.')
-    elif a != b:
-      out.append(f'{prefix}{key}: {a!r} there, {b!r} now')
-  return out
-
-
 def read_records(out_dir: pathlib.Path) -> dict:
   """{source name: record} of every image recorded under out_dir/records (any process); a
   record whose output is gone is dropped, so its image is cleaned again."""
@@ -127,10 +117,10 @@ def _prepare_output(config, out_dir: pathlib.Path, settings: dict) -> dict:
       elif parallel.is_main_process() and path.exists():
         path.unlink()
   elif settings_file.exists():
-    differences = _differences(json.loads(settings_file.read_text()), settings)
+    differences = resume.differences(json.loads(settings_file.read_text()), settings)
     if differences:
       raise ConfigError(f'{out_dir} holds a cleaned set made with other settings ('
-                        + '; '.join(differences) + '): choose another folder, or set '
+                        f'{resume.listed(differences)}): choose another folder, or set '
                         '--config.overwrite=True to start over')
   elif (out_dir / 'images').exists() or (out_dir / 'records').exists():
     raise ConfigError(f'{out_dir} holds images/ or records/ of an unknown run (no '

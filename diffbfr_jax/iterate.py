@@ -6,7 +6,10 @@ trains on the set round r-1's stages cleaned (the clean job), from scratch or go
 round r-1's state. Every round restores the held-out LQ faces with its stages (the restore job),
 scores them against the ground truth (the evaluate job), and draws TEM samples whose FID is taken
 against round 0's training faces (the sample job), so the rounds are compared on equal terms.
-Each part is skipped when its outputs are complete, so the same command goes on after a stop.
+Each part is skipped when its outputs are complete and were made from the same settings (the
+checkpoints' steps, the chains, the metrics, the seeds: `resume`), and made again otherwise, so
+the same command goes on after a stop and a changed command never reports an earlier run's
+scores.
 
 Layout under the workdir: train_faces/ and test_set/ (with 'bundled'), fid_cache/, and per
 round round_<r>/: <stage>/ (training workdirs), restored/, eval/, samples/, cleaned/ (the next
@@ -25,6 +28,7 @@ from diffbfr_jax import config_files
 from diffbfr_jax import errors
 from diffbfr_jax import parallel
 from diffbfr_jax import paths
+from diffbfr_jax import resume
 from diffbfr_jax.config_checks import ConfigError
 
 MODES = ('scratch', 'finetune')
@@ -75,7 +79,8 @@ def stage_config(config, name: str, faces: pathlib.Path, steps: int):
   stage.data.source.update(kind='folder', path=str(faces))
   if steps:
     stage.train.num_steps = steps
-  stage.train.checkpoint_every = stage.train.num_steps
+  # The stage's own checkpoint period (a node lost mid-round loses at most that many steps).
+  stage.train.checkpoint_every = min(stage.train.checkpoint_every, stage.train.num_steps)
   return stage
 
 
@@ -98,7 +103,6 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
                                           if r > 1 or not config.start_from[name]
                                           else config.start_from[name])
       stage.train.num_steps = step + config.finetune_steps[name]
-      stage.train.checkpoint_every = stage.train.num_steps
       # Go on from round r-1's state, copied here the first time. Process 0 decides and copies,
       # so that no process sees a copy half made.
       parallel.on_main_process(f'iterate: round {r} {name} copied', _copy_checkpoint,
@@ -154,42 +158,69 @@ def evaluate_round(config, folders, test_dir: pathlib.Path, reference: pathlib.P
                    out: pathlib.Path) -> dict:
   """{metric: mean} of the round's restorations of the held-out faces, with 'fid_samples' (TEM's
   samples against `reference`) when config.num_samples."""
-  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
   from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
   from diffbfr_jax import sample  # pylint: disable=g-import-not-at-top
 
   results = {}
+  steps = {name: checkpointing.find(folder)[1] for name, folder in folders.items()}
   summary_file = out / 'eval' / 'summary.json'
-  if not summary_file.exists():
-    ccfg = config_files.stage_config(config.config_dir, 'cascade', config.networks or None)
-    _chained(config, ccfg, folders, config.networks)
-    ccfg.update(input_dir=str(test_dir / 'lq'), output_dir=str(out / 'restored'),
-                overwrite=True, image_size=_last_size(config, folders))
+  ccfg = config_files.stage_config(config.config_dir, 'cascade', config.networks or None)
+  _chained(config, ccfg, folders, config.networks)
+  ccfg.update(input_dir=str(test_dir / 'lq'), output_dir=str(out / 'restored'),
+              overwrite=True, image_size=_last_size(config, folders))
+  ecfg = config_files.stage_config(config.config_dir, 'evaluate')
+  ecfg.update(restored_dir=str(out / 'restored'), gt_dir=str(test_dir / 'gt'),
+              output_dir=str(out / 'eval'), metrics=tuple(config.metrics),
+              fid_cache_dir=str(out.parent / 'fid_cache'), batch_size=config.batch_size)
+  made_from = {'steps': steps, 'restore': _settings(ccfg), 'evaluate': _settings(ecfg),
+               'test_set': _test_set_record(test_dir)}
+  if not (summary_file.exists() and resume.reusable(out / 'eval', made_from, 'the scores')):
     restore.run(ccfg, None)
-    ecfg = config_files.stage_config(config.config_dir, 'evaluate')
-    ecfg.update(restored_dir=str(out / 'restored'), gt_dir=str(test_dir / 'gt'),
-                output_dir=str(out / 'eval'), metrics=tuple(config.metrics),
-                fid_cache_dir=str(out.parent / 'fid_cache'), batch_size=config.batch_size)
-    parallel.on_main_process('iterate: evaluated', evaluate.run, ecfg, None)
+    parallel.on_main_process('iterate: evaluated', _evaluate, ecfg, out / 'eval', made_from)
   saved = json.loads(summary_file.read_text())
   results.update(saved['means'])
   if 'fid' in saved:
     results['fid'] = saved['fid']
   if config.num_samples:
     samples_file = out / 'samples' / 'summary.json'
-    if not samples_file.exists():
-      chain = 'fast' if config.chains == 'fast' else ''
-      scfg = config_files.stage_config(config.config_dir, 'sample',
-                                       ','.join(p for p in (chain, config.networks) if p))
-      scfg.tem.update(checkpoint=str(folders['tem']), params=config.params)
-      scfg.tem.sampling.update(config.sampling.tem)
-      scfg.update(output_dir=str(out / 'samples'), overwrite=True, seed=config.seed,
-                  num_samples=config.num_samples, batch_size=config.batch_size,
-                  grid_count=min(64, config.num_samples), reference_dir=str(reference),
-                  fid_cache_dir=str(out.parent / 'fid_cache'))
+    chain = 'fast' if config.chains == 'fast' else ''
+    scfg = config_files.stage_config(config.config_dir, 'sample',
+                                     ','.join(p for p in (chain, config.networks) if p))
+    scfg.tem.update(checkpoint=str(folders['tem']), params=config.params)
+    scfg.tem.sampling.update(config.sampling.tem)
+    scfg.update(output_dir=str(out / 'samples'), overwrite=True, seed=config.seed,
+                num_samples=config.num_samples, batch_size=config.batch_size,
+                grid_count=min(64, config.num_samples), reference_dir=str(reference),
+                fid_cache_dir=str(out.parent / 'fid_cache'))
+    made_from = {'step': steps['tem'], 'sample': _settings(scfg)}
+    if not (samples_file.exists() and resume.reusable(out / 'samples', made_from, 'the samples')):
       sample.run(scfg, None)
+      parallel.on_main_process('iterate: samples recorded', resume.record, out / 'samples',
+                               made_from)
     results['fid_samples'] = json.loads(samples_file.read_text())['fid']
   return results
+
+
+def _test_set_record(test_dir: pathlib.Path) -> dict:
+  """The test set as its maker recorded it (make_test_set's manifest without its per-image
+  list, and this job's settings of a bundled set)."""
+  manifest = test_dir / 'manifest.json'
+  made = json.loads(manifest.read_text()) if manifest.is_file() else {}
+  return {'folder': str(test_dir), 'made_from': resume.stored(test_dir),
+          'manifest': {k: v for k, v in made.items() if not isinstance(v, list)}}
+
+
+def _settings(job_config) -> dict:
+  """A job config's fields that make its outputs (not where or how fast it compiles)."""
+  return {k: v for k, v in job_config.to_dict().items()
+          if k not in ('distributed', 'compilation_cache_dir')}
+
+
+def _evaluate(ecfg, folder: pathlib.Path, made_from: dict) -> None:
+  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  evaluate.run(ecfg, None)
+  resume.record(folder, made_from)
 
 
 def clean_round(config, folders, faces: pathlib.Path, out: pathlib.Path) -> dict:
@@ -226,20 +257,24 @@ def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
                             'folder with lq/ and gt/')
     return folder
   folder = root / 'test_set'
+  stage = config_files.stage_config(config.config_dir, stages[-1], config.networks or None)
+  made_from = {'faces': 'bundled test', 'size': stage.model.image_size, 'seed': config.test_seed,
+               'degradation': stage.data.degradation.to_dict()}
 
   def write():  # on process 0, which alone decides: no process sees a half-written set
-    if (folder / 'manifest.json').exists():
+    if (folder / 'manifest.json').exists() and resume.reusable(folder, made_from, 'the test set'):
       return
     from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
     from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
 
+    shutil.rmtree(folder, ignore_errors=True)  # made by this job alone, from the bundled faces
     pipeline.keep_tensorflow_on_cpu()
-    stage = config_files.stage_config(config.config_dir, stages[-1], config.networks or None)
     size = stage.model.image_size
     sources.write_bundled_faces('test', size, folder / 'hq')
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
                            degradation=dict(stage.data.degradation))
+    resume.record(folder, made_from)
 
   parallel.on_main_process('iterate: test set written', write)
   return folder
@@ -279,6 +314,7 @@ def run(config, workdir) -> list:
     folders = train_round(config, stages, r, faces, root)
     row = {'round': r, 'faces': 'the given faces' if r == 0 else f'round {r - 1} cleaned',
            'faces_dir': str(faces), 'checkpoints': {k: str(v) for k, v in folders.items()},
+           'steps': {k: checkpointing.find(v)[1] for k, v in folders.items()},
            **evaluate_round(config, folders, test_dir, train_faces, out), 'moved': moved}
     if r < config.rounds:
       manifest = clean_round(config, folders, faces, out / 'cleaned')

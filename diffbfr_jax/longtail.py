@@ -26,7 +26,9 @@ import optax
 import orbax.checkpoint as ocp
 from PIL import Image
 
+from diffbfr_jax import errors
 from diffbfr_jax import models
+from diffbfr_jax import resume
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.diffusion import losses
 from diffbfr_jax.diffusion import samplers
@@ -214,11 +216,15 @@ def make_ddpm(config):
 
   def step(state, images, key):
     key = jax.random.fold_in(key, state['step'])
-    k_batch, k_loss = jax.random.split(key)
+    k_batch, k_loss, k_drop = jax.random.split(key, 3)
     x0 = images[jax.random.randint(k_batch, (config.ddpm.batch_size,), 0, images.shape[0])]
+    dropout_keys = (losses.example_keys(k_drop, config.ddpm.batch_size)
+                    if config.ddpm.model.dropout > 0 else None)
 
     def loss_fn(params):
-      return losses.timestep_loss(model_fn(params), schedule, x0, k_loss, kind='l2')
+      def train_fn(x, t, c):  # in training mode: the config's dropout applies
+        return model.apply({'params': params}, x, t, c, train=True, dropout_keys=dropout_keys)
+      return losses.timestep_loss(train_fn, schedule, x0, k_loss, kind='l2')
 
     (loss, _), grad = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     updates, opt = tx.update(grad, state['opt'], state['params'])
@@ -269,8 +275,9 @@ def train(name: str, folder: pathlib.Path, init, step, images, key, num_steps: i
     done = int(state['step'])
     values = {k: float(v) for k, v in metrics.items()}
     if not all(np.isfinite(list(values.values()))):
-      raise FloatingPointError(f'{name}: non-finite loss at step {done} ({values}); the last '
-                               f'good checkpoint is step {manager.latest_step()} in {folder}')
+      raise errors.NonFiniteLossError(
+          f'{name}: non-finite loss at step {done} ({values}); the last good checkpoint is step '
+          f'{manager.latest_step()} in {folder}')
     manager.save(done, args=ocp.args.StandardSave(state))
     logging.info('%s: step %d, %s, %.0f s', name, done, values, time.perf_counter() - start)
   manager.wait_until_finished()
@@ -325,6 +332,13 @@ def run(config, workdir) -> dict:
   ddpm_init, ddpm_step, ddpm_sample, _ = make_ddpm(config)
   gan_init, gan_step, gan_sample = make_gan(config)
   images = jnp.asarray(long_tail)
+  data_settings = {'keep': list(config.keep), 'held_out': config.held_out, 'seed': config.seed}
+  for name in ('ddpm', 'gan'):  # a model is trained on, never retrained: the same settings only
+    resume.check_unchanged(
+        root / name, {**data_settings, name: {k: v for k, v in config[name].to_dict().items()
+                                              if k not in ('steps', 'sampling')}},
+        f'the {name} trained on', 'Train these settings in another --workdir (or delete that '
+        'folder to train it again).')
   ddpm = train('ddpm', root / 'ddpm', ddpm_init, ddpm_step, images, jax.random.fold_in(key, 1),
                config.ddpm.steps, config.checkpoint_every)
   gan = train('gan', root / 'gan', gan_init, gan_step, images, jax.random.fold_in(key, 2),

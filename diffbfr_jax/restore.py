@@ -62,12 +62,7 @@ def check_config(config) -> None:
     raise ConfigError('config.input_dir is empty: give the folder of faces to restore (or '
                       'a prepared dataset field, tfds:face_pairs:lq)')
   for name in cascade.STAGES:
-    if config[name].params not in ('ema_params', 'params'):
-      raise ConfigError(f'config.{name}.params={config[name].params!r}: expected '
-                        "'ema_params' or 'params'")
-    if config[name].dtype not in ('', 'float32', 'bfloat16'):
-      raise ConfigError(f'config.{name}.dtype={config[name].dtype!r}: expected '
-                        "'', 'float32' or 'bfloat16'")
+    cascade.check_stage_fields(name, config[name])
 
 
 def read_face(inputs: sources.ImageSet, name: str, size: int):

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from diffbfr_jax import cascade
+from diffbfr_jax import checkpointing
 from diffbfr_jax import config_checks
 from diffbfr_jax import errors
 from diffbfr_jax import parallel
@@ -35,6 +36,9 @@ def check_config(config) -> None:
       raise ConfigError(f'config.{field}={config[field]!r}: must be at least 1')
   if config.grid_count < 0:
     raise ConfigError(f'config.grid_count={config.grid_count!r}: must be 0 or more')
+  if not config.tem.enabled:
+    raise ConfigError('config.tem.enabled=False: the sample job draws its faces with TEM, the '
+                      'only unconditional stage; it cannot be switched off here')
   if not config.tem.sampling.from_noise:
     raise ConfigError('config.tem.sampling.from_noise=False: the sample job draws from noise '
                       '(a truncated start needs an input face: the restore job)')
@@ -92,6 +96,7 @@ def run(config, workdir) -> dict:
     reference = sources.image_set(config.reference_dir, data_dir=config.data_dir)
 
   stage, params = cascade.stage_from_checkpoint('tem', config.tem)
+  _, step = checkpointing.find(config.tem.checkpoint, config.tem.step)  # the step loaded
   draw = parallel.jit_over_local_devices(make_sampler(stage))
   params = parallel.place_state(params)
   batch_size = parallel.round_to_local_devices(config.batch_size)
@@ -112,7 +117,7 @@ def run(config, workdir) -> dict:
   seconds = time.perf_counter() - start
 
   summary = {'count': config.num_samples, 'seed': config.seed,
-             'checkpoint': str(config.tem.checkpoint), 'step': config.tem.step,
+             'checkpoint': str(config.tem.checkpoint), 'step': step,
              'params': config.tem.params, 'sampling': dict(config.tem.sampling),
              'network_evaluations': cascade.num_steps(stage),
              'seconds': seconds}
@@ -135,8 +140,11 @@ def write_outputs(config, out_dir, summary: dict, reference) -> None:
   if reference is not None:
     from diffbfr_jax.metrics import fid  # pylint: disable=g-import-not-at-top
     cache = config.fid_cache_dir or out_dir / 'fid_cache'
-    summary['fid'] = fid.fid_between_folders(str(out_dir / 'samples'), reference,
-                                             batch_size=config.batch_size, cache_dir=cache)
+    # This run's samples only: the folder may hold more, from an earlier run with a larger count.
+    drawn = sources.image_set(out_dir / 'samples').subset(
+        [sample_name(i).partition('/')[2] for i in range(config.num_samples)])
+    summary['fid'] = fid.fid_between_folders(drawn, reference, batch_size=config.batch_size,
+                                             cache_dir=cache)
     summary['reference'] = reference.label
   (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
   fid_text = f", FID {summary['fid']:.3f} against {summary['reference']}" if 'fid' in summary else ''

@@ -132,7 +132,7 @@ def test_niqe_selection_resume_and_changed_settings(smoke_run, tmp_path, rng):
   assert {name: (out / 'images' / name).stat().st_mtime_ns for name in kept} == stamps
   assert again == first
 
-  with pytest.raises(ConfigError, match=r'seed: 0 there, 1 now'):
+  with pytest.raises(ConfigError, match=r'seed: 0 before, 1 now'):
     main.run(_config(smoke_run, folder, select='niqe', niqe_threshold=threshold, seed=1),
              str(out))
 
@@ -210,6 +210,49 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
   assert json.loads((tmp_path / 'two' / 'round_0' / 'cleaned' / 'manifest.json').read_text())[
       'counts']['cleaned'] == 80
   assert (tmp_path / 'two' / 'table.md').read_text().count('\n') == 4
+
+
+def test_iterate_keeps_each_stages_checkpoint_period():
+  from configs import tem as tem_config  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import iterate  # pylint: disable=g-import-not-at-top
+  paper = iterate.stage_config(iterate_config.get_config(), 'tem', 'faces', 0)
+  assert paper.train.num_steps == tem_config.get_config().train.num_steps == 500_000
+  assert paper.train.checkpoint_every == tem_config.get_config().train.checkpoint_every == 5000
+  short = iterate.stage_config(iterate_config.get_config(), 'tem', 'faces', 300)
+  assert short.train.checkpoint_every == 300  # at most the round's steps
+
+
+def _psnr_mean(restored, gt):
+  """Mean PSNR (dB, RGB, 0..255) over the ground-truth faces, from its definition."""
+  values = []
+  for path in sorted(gt.iterdir()):
+    a = _read(restored / path.name).astype(np.float64)
+    mse = np.mean((a - _read(path).astype(np.float64)) ** 2)
+    values.append(10 * np.log10(255.0 ** 2 / mse))
+  return float(np.mean(values))
+
+
+def test_an_iterate_rerun_with_other_settings_scores_again(smoke_run, tmp_path, capsys):
+  config = iterate_config.get_config('smoke')
+  config.update(rounds=0, num_samples=2, batch_size=8)
+  config.start_from.tem = str(smoke_run('tem'))
+  root = tmp_path / 'loop'
+  first = main.run(config, str(root))[0]
+  assert first['steps'] == {'tem': 4} and 'ssim' in first
+  config.update(metrics=('psnr',), num_samples=3, test_seed=1)
+  capsys.readouterr()
+  second = main.run(config, str(root))[0]
+  out = capsys.readouterr().out
+  assert 'the test set in' in out and 'the scores in' in out and 'the samples in' in out
+  assert json.loads((root / 'test_set' / 'manifest.json').read_text())['seed'] == 1
+  assert 'ssim' not in second
+  assert second['psnr'] == pytest.approx(_psnr_mean(root / 'round_0' / 'restored',
+                                                    root / 'test_set' / 'gt'), abs=1e-4)
+  assert second['psnr'] != pytest.approx(first['psnr'], abs=1e-3)  # another test set
+  assert json.loads((root / 'round_0' / 'samples' / 'summary.json').read_text())['count'] == 3
+  # The same settings again: nothing is made twice.
+  assert main.run(config, str(root))[0]['psnr'] == second['psnr']
+  assert 'Restored' not in capsys.readouterr().out
 
 
 def test_iterate_config_errors(tmp_path):

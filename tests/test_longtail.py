@@ -10,6 +10,7 @@ from PIL import Image
 from sklearn import datasets
 
 from configs import longtail as longtail_config
+from diffbfr_jax import errors
 from diffbfr_jax import longtail
 from diffbfr_jax import main
 from diffbfr_jax.config_checks import ConfigError
@@ -107,3 +108,47 @@ def test_config_errors(field, value, message, tmp_path):
   config[field] = value
   with pytest.raises(ConfigError, match=message):
     main.run(config, str(tmp_path))
+
+
+def test_the_ddpm_trains_with_its_dropout():
+  config = longtail_config.get_config('smoke')
+  images = jnp.asarray(longtail.digits(0, 0.25, config.keep)['long_tail'][0])
+  init, step, _, _ = longtail.make_ddpm(config)
+  state = init(jax.random.key(0))
+  # The residual blocks' last convolutions start at zero, which would hide any dropout: move
+  # every parameter a little.
+  leaves, tree = jax.tree.flatten(state['params'])
+  noise = [0.05 * jax.random.normal(jax.random.key(i), x.shape) for i, x in enumerate(leaves)]
+  state['params'] = jax.tree.unflatten(tree, [x + n for x, n in zip(leaves, noise)])
+  losses_ = []
+  for rate in (0.0, 0.5):
+    config.ddpm.model.dropout = rate
+    _, step, _, _ = longtail.make_ddpm(config)
+    losses_.append(float(jax.jit(step)(state, images, jax.random.key(1))[1]['loss']))
+  # The same parameters, batch and noise: only the dropout masks differ.
+  assert losses_[0] != pytest.approx(losses_[1], rel=1e-4)
+
+
+def test_a_non_finite_loss_stops_with_one_error_naming_the_checkpoint(tmp_path):
+  config = longtail_config.get_config('smoke')
+  init, step, _ = longtail.make_gan(config)
+  nan = jnp.full((16, 8, 8, 1), jnp.nan)
+  with pytest.raises(errors.NonFiniteLossError, match='non-finite loss at step 2') as e:
+    longtail.train('gan', tmp_path / 'gan', init, step, nan, jax.random.key(0), 4, 2)
+  assert isinstance(e.value, errors.UserError)  # main prints it as one error: line
+
+
+def test_a_rerun_with_another_set_or_model_is_refused_and_more_steps_train_on(tmp_path):
+  config = longtail_config.get_config('smoke')
+  config.gan.steps = 2
+  main.run(config, str(tmp_path))
+  changed = longtail_config.get_config('smoke')
+  changed.keep = (0.5,) * 10
+  with pytest.raises(ConfigError, match=r'keep: \[.*\] before, \[0.5, .*\] now'):
+    main.run(changed, str(tmp_path))
+  changed = longtail_config.get_config('smoke')
+  changed.gan.width = 32
+  with pytest.raises(ConfigError, match='gan.width: 16 before, 32 now'):
+    main.run(changed, str(tmp_path))
+  more = longtail_config.get_config('smoke')  # gan.steps 2 -> the preset's: trains on
+  assert main.run(more, str(tmp_path))['num_samples'] == 40

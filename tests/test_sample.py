@@ -17,7 +17,8 @@ def _config(smoke_run, **fields):
   config = sample_config.get_config('ddim,smoke')
   config.tem.checkpoint = str(smoke_run('tem'))
   config.tem.sampling.respacing = 'ddim10'
-  config.update(num_samples=5, **fields)
+  config.num_samples = 5
+  config.update(**fields)
   return config
 
 
@@ -83,3 +84,39 @@ def test_existing_samples_a_truncated_chain_or_no_reference_stop_the_job(smoke_r
     main.run(config, str(tmp_path))
   with pytest.raises(FileNotFoundError, match='nowhere'):
     main.run(_config(smoke_run, reference_dir=str(tmp_path / 'nowhere')), str(tmp_path / 'd'))
+
+
+def test_fid_counts_this_runs_samples_only_and_the_loaded_step_is_recorded(smoke_run, tmp_path):
+  from diffbfr_jax.metrics import fid  # pylint: disable=g-import-not-at-top
+  reference = tmp_path / 'reference'
+  reference.mkdir()
+  rng = np.random.default_rng(1)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(reference / f'{i}.png')
+  out = tmp_path / 'out'
+  main.run(_config(smoke_run, num_samples=6, grid_count=0), str(out))
+  summary = main.run(_config(smoke_run, num_samples=3, grid_count=0, overwrite=True,
+                             reference_dir=str(reference)), str(out))
+  assert len(list((out / 'samples').iterdir())) == 6  # the earlier run's last three stay
+  alone = tmp_path / 'alone'  # the three samples of the second run, by themselves
+  alone.mkdir()
+  for i in range(3):
+    (alone / f'{i}.png').write_bytes((out / 'samples' / f'sample_{i:05d}.png').read_bytes())
+  assert summary['count'] == 3
+  assert summary['fid'] == pytest.approx(fid.fid_between_folders(str(alone), str(reference)),
+                                         rel=1e-6)
+  assert summary['fid'] != pytest.approx(
+      fid.fid_between_folders(str(out / 'samples'), str(reference)), rel=1e-3)
+  assert summary['step'] == 4  # the smoke run's last step, not the requested -1
+
+
+def test_a_switched_off_tem_or_an_unknown_dtype_is_refused(smoke_run, tmp_path):
+  config = _config(smoke_run)
+  config.tem.enabled = False
+  with pytest.raises(ConfigError, match='tem.enabled=False'):
+    main.run(config, str(tmp_path))
+  config = _config(smoke_run)
+  config.tem.dtype = 'float16'
+  with pytest.raises(ConfigError, match="tem.dtype='float16'"):
+    main.run(config, str(tmp_path))
+  assert not (tmp_path / 'samples').exists()

@@ -109,12 +109,19 @@ class FacePairs(tfds.core.GeneratorBasedBuilder):
     return {'test': self._generate_examples(folder, pairs)}
 
   def _generate_examples(self, folder, pairs):
+    skipped = []
     for lq_name, gt_name in pairs:
-      lq = sources.decode_rgb((folder / 'lq' / lq_name).read_bytes(),
-                              str(folder / 'lq' / lq_name))
-      gt = sources.decode_rgb((folder / 'gt' / gt_name).read_bytes(),
-                              str(folder / 'gt' / gt_name))
+      try:
+        lq = sources.decode_rgb((folder / 'lq' / lq_name).read_bytes(),
+                                str(folder / 'lq' / lq_name))
+        gt = sources.decode_rgb((folder / 'gt' / gt_name).read_bytes(),
+                                str(folder / 'gt' / gt_name))
+      except errors.DecodeError as e:  # the pair is left out, as face_folder leaves a file out
+        skipped.append(str(e))
+        continue
       yield lq_name, {'lq': lq, 'gt': gt, 'name': lq_name}
+    if skipped:
+      logging.warning('%s: %d pair(s) left out: %s', folder, len(skipped), '; '.join(skipped))
 
 
 def prepare(name: str, *, manual_dir: str, data_dir: str = ''):

@@ -168,6 +168,15 @@ class ImageSet:
     """RGB uint8 [H, W, 3] of `name`; `DecodeError` (or OSError) naming it if impossible."""
     return decode_rgb(self.read_bytes(name), self.where(name))
 
+  def subset(self, names) -> 'ImageSet':
+    """The same set restricted to `names` (each must be in it): e.g. the files one run wrote
+    into a folder that may hold others."""
+    missing = sorted(set(names) - set(self.names))
+    if missing:
+      raise errors.NotFound(f'{self.label}: {len(missing)} expected images missing (first: '
+                            f'{missing[0]!r})')
+    return ImageSet(self.label, sorted(names), self._read, self._where)
+
 
 TFDS_PREFIX = 'tfds:'
 

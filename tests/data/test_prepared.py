@@ -85,6 +85,20 @@ def test_face_pairs_keep_each_lq_with_its_gt(tmp_path):
     np.testing.assert_array_equal(record['gt'], images[name][1])
 
 
+def test_an_undecodable_pair_is_left_out_and_named(tmp_path, caplog):
+  images = _pairs(tmp_path / 'test_set')
+  broken = sorted(images)[0]
+  (tmp_path / 'test_set' / 'gt' / broken).write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+  with caplog.at_level(logging.WARNING):
+    builder = _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')
+  assert builder.info.splits['test'].num_examples == 2
+  records = builder.as_data_source(split='test')
+  names = sorted(str(records[i]['name'], 'utf-8') if isinstance(records[i]['name'], bytes)
+                 else records[i]['name'] for i in range(len(records)))
+  assert names == sorted(images)[1:]
+  assert '1 pair(s) left out' in caplog.text and broken in caplog.text
+
+
 def test_unpaired_files_and_missing_folders_are_named(tmp_path):
   _pairs(tmp_path / 'test_set')
   (tmp_path / 'test_set' / 'gt' / 'b' / 'c.png').unlink()

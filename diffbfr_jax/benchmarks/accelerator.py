@@ -32,7 +32,10 @@ figure of known devices (PEAK_TFLOPS); otherwise MFU is left out.
 
 Every measurement runs in a process of its own (clean peak memory, no state left by an
 out-of-memory batch) and is written to --out as it ends; --resume keeps the measurements already
-there and runs the rest, so a long run can be finished in parts. Nothing here imports TensorFlow.
+there and runs the rest, so a long run can be finished in parts; it refuses a file made with
+other flags or on another device (one table, one setting). A batch search that went past an
+out-of-memory batch is measured again, at the batch it found, in a new process (the first
+process's peak memory would be the failed batch's). Nothing here imports TensorFlow.
 The file's format is in docs/benchmarks.md (Accelerator benchmark).
 """
 
@@ -196,8 +199,9 @@ def _train(task: dict, info: dict) -> dict:
 
   limit = FLAGS.memory_limit_gib * 2**30 or info['memory_limit_bytes']
   search = {}
-  if FLAGS.batch:
-    batch, search['rule'] = FLAGS.batch, '--batch'
+  fixed = task.get('batch') or FLAGS.batch
+  if fixed:
+    batch, search['rule'] = fixed, '--batch' if FLAGS.batch else 'the batch the search found'
   else:
     if not limit:
       raise ValueError(f'{info["kind"]} reports no memory limit; give --batch or '
@@ -216,12 +220,12 @@ def _train(task: dict, info: dict) -> dict:
     try:
       step, data = compiled_at(batch)
       step_bytes = compiled_bytes(step)
-      if limit and not FLAGS.batch and step_bytes > limit:
+      if limit and not fixed and step_bytes > limit:
         raise MemoryError(f'compiled step needs {step_bytes} bytes')
       seconds = train_step.median_step_seconds(step, state, data, key, FLAGS.steps)
       break
     except Exception as e:  # pylint: disable=broad-except
-      if FLAGS.batch or not (isinstance(e, MemoryError) or out_of_memory(e)) or batch == 1:
+      if fixed or not (isinstance(e, MemoryError) or out_of_memory(e)) or batch == 1:
         raise
       search['tried'].append(batch)
       compiled.pop(batch, None)
@@ -356,6 +360,39 @@ def _write(path: pathlib.Path, results: dict) -> None:
   os.replace(tmp, path)
 
 
+def _measure(task: dict) -> dict:
+  """One measurement in processes of its own. A train search that went past an out-of-memory
+  batch is measured again at the batch it found, in a new process: the first process's peak
+  memory is the failed batch's."""
+  row = _run_worker(task)
+  if 'error' in row or task['kind'] != 'train' or not row['batch_search'].get('tried'):
+    return row
+  again = _run_worker(dict(task, batch=row['per_device_batch']))
+  if 'error' in again:
+    return again
+  again.pop('batch')
+  again['batch_search'] = dict(row['batch_search'], measured_again=True)
+  return again
+
+
+# Settings that may differ between the parts of one --resume'd run: filled in by the first row.
+RESUMABLE_SETTINGS = ('peak_tflops', 'peak_source')
+
+
+def resume_conflicts(results: dict, settings: dict) -> list:
+  """[(field, before, now)] of the settings in which an --out file differs from this run."""
+  from diffbfr_jax import resume  # pylint: disable=g-import-not-at-top
+  return resume.differences(results.get('settings', {}), settings, ignore=RESUMABLE_SETTINGS)
+
+
+def device_conflict(before, now) -> str:
+  """Why rows measured on device `before` and `now` cannot share one table ('' if they can)."""
+  if before is None or (before['kind'], before['count']) == (now['kind'], now['count']):
+    return ''
+  return (f"its rows were measured on {before['count']} x {before['kind']}, this run has "
+          f"{now['count']} x {now['kind']}")
+
+
 def _fresh(settings: dict) -> dict:
   return dict(command='python -m diffbfr_jax.benchmarks.accelerator ' + ' '.join(sys.argv[1:]),
               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -444,6 +481,13 @@ def main(argv):
   if FLAGS.resume and out.is_file():
     results = json.loads(out.read_text())
     results['errors'] = []
+    conflicts = resume_conflicts(results, settings)
+    if conflicts:
+      from diffbfr_jax import resume  # pylint: disable=g-import-not-at-top
+      print(f'error: --out={out} --resume: its rows were made with other flags '
+            f'({resume.listed(conflicts)}); run with those flags, or give another --out',
+            file=sys.stderr)
+      sys.exit(2)
   else:
     results = _fresh(settings)
   results.setdefault('degrade', [])  # a file from before the degrade measurement
@@ -453,7 +497,11 @@ def main(argv):
         flush=True)
   for i, task in enumerate(todo, 1):
     t0 = time.perf_counter()
-    row = _run_worker(task)
+    row = _measure(task)
+    if 'error' not in row and device_conflict(results['device'], row['device']):
+      print(f"error: --out={out} --resume: {device_conflict(results['device'], row['device'])}; "
+            'give another --out', file=sys.stderr)
+      sys.exit(2)
     if 'error' in row:
       results['errors'].append(row)
       print(f'[{i}/{len(todo)}] {_key(task)}: FAILED after {time.perf_counter() - t0:.0f} s: '

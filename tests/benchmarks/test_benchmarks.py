@@ -99,6 +99,45 @@ def test_accelerator_benchmark_fits_the_batch_on_the_memory_line():
   assert accelerator.fitted_batch(10, 10, limit=11, max_batch=64) == 64  # no growth seen
 
 
+def test_accelerator_benchmark_resumes_only_the_same_flags_and_device():
+  from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+  before = {'settings': {'dtype': 'float32', 'steps': 10, 'peak_tflops': 989.4,
+                         'peak_source': 'data sheet'}}
+  now = {'dtype': 'bfloat16', 'steps': 10, 'peak_tflops': None, 'peak_source': None}
+  assert accelerator.resume_conflicts(before, now) == [('dtype', 'float32', 'bfloat16')]
+  assert accelerator.resume_conflicts(before, dict(now, dtype='float32')) == []
+  h100 = {'kind': 'NVIDIA H100 80GB HBM3', 'count': 8}
+  assert accelerator.device_conflict(None, h100) == ''
+  assert accelerator.device_conflict(h100, dict(h100)) == ''
+  assert '8 x NVIDIA H100 80GB HBM3, this run has 1 x' in accelerator.device_conflict(
+      h100, dict(h100, count=1))
+
+
+def test_accelerator_benchmark_measures_again_after_an_out_of_memory_batch(monkeypatch):
+  from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def worker(task):  # the search tried 64 (out of memory), then found 57
+    calls.append(task)
+    if 'batch' not in task:
+      return dict(task, per_device_batch=57, peak_memory_bytes=80 << 30, step_s=1.0,
+                  batch_search={'rule': 'line', 'tried': [64]})
+    return dict(task, per_device_batch=task['batch'], peak_memory_bytes=70 << 30, step_s=0.9,
+                batch_search={'rule': 'the batch the search found'})
+
+  monkeypatch.setattr(accelerator, '_run_worker', worker)
+  row = accelerator._measure({'kind': 'train', 'stage': 'tem', 'remat': False})  # pylint: disable=protected-access
+  assert [c.get('batch') for c in calls] == [None, 57]
+  assert row['peak_memory_bytes'] == 70 << 30 and row['per_device_batch'] == 57
+  assert row['batch_search'] == {'rule': 'line', 'tried': [64], 'measured_again': True}
+  assert 'batch' not in row
+  calls.clear()  # no failed batch: one process
+  monkeypatch.setattr(accelerator, '_run_worker', lambda task: calls.append(task) or dict(
+      task, per_device_batch=8, batch_search={'rule': 'line', 'tried': []}))
+  accelerator._measure({'kind': 'train', 'stage': 'tem', 'remat': False})  # pylint: disable=protected-access
+  assert len(calls) == 1
+
+
 def test_accelerator_benchmark_knows_the_data_sheet_peaks():
   from diffbfr_jax.benchmarks import accelerator  # pylint: disable=g-import-not-at-top
 

@@ -105,11 +105,13 @@ def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
                        "or 'resize_then_degrade'")
     example = {'cond': lq, 'gt': gt}
   elif stage == 'irm2':
-    lq, gt, _ = degradations.degrade(key, hq, **degradation)
-    gt = _resize(gt, image_size)
-    if condition == 'gt_down_up':
+    if condition == 'gt_down_up':  # no LQ: only the flip of the same draws (degrade's gt)
+      flip = degradations.sample_params(key, **degradation)['flip']
+      gt = _resize(tf.where(flip, tf.reverse(hq, axis=[1]), hq), image_size)
       cond = _resize(_resize(gt, condition_size), image_size)
     elif condition == 'lq':
+      lq, gt, _ = degradations.degrade(key, hq, **degradation)
+      gt = _resize(gt, image_size)
       cond = _resize(lq, image_size)
     else:
       raise errors.ConfigError(f"config.data.condition={condition!r}; expected 'gt_down_up' or 'lq'")

@@ -83,9 +83,11 @@ def list_images(folder) -> list[str]:
   """Image files under `folder`, nested folders included, as sorted relative POSIX paths.
 
   Symbolic links are followed, but every real directory is listed once, at its own place in the
-  tree if it has one there (so a loop such as `loop -> .` adds nothing). Every file that is not
-  listed (another suffix, a hidden file, a broken link, a folder reached twice) is named in one
-  warning per reason.
+  tree if it has one there (so a loop such as `loop -> .` adds nothing). A broken link with an
+  image suffix is listed: like an empty file, it is an image that cannot be read, which every
+  reader skips, names and counts. Every file that is not listed (another suffix, a hidden file,
+  another broken link or special file, a folder reached twice) is named in one warning per
+  reason.
   """
   root = pathlib.Path(folder)
   if not root.is_dir():
@@ -113,6 +115,9 @@ def list_images(folder) -> list[str]:
         visit(entry.path, name, via_link or entry.is_symlink())
       elif entry.name.startswith('.'):
         ignored['a hidden file'].append(name)
+      elif entry.is_symlink() and not os.path.exists(entry.path) and (
+          entry.name.lower().endswith(IMAGE_SUFFIXES)):
+        found.append(name)  # an image that cannot be read: skipped and counted where it is read
       elif not entry.is_file(follow_symlinks=True):
         ignored['a broken link or not a regular file'].append(name)
       elif entry.name.lower().endswith(IMAGE_SUFFIXES):

@@ -47,6 +47,25 @@ def test_make_example_runs_eagerly(face_folder):
   assert float(tf.reduce_mean(tf.abs(example['cond'] - example['gt']))) > 0.01
 
 
+def test_irm2s_default_condition_is_the_degradations_gt_without_an_lq(face_folder):
+  from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
+  face = sources.FolderSource(face_folder, 32).load(0)
+  hq = tf.image.convert_image_dtype(face, tf.float32)
+  flips = set()
+  for example_id in range(8):
+    example = pipeline.make_example(face, 3, example_id, stage='irm2', image_size=32,
+                                    degradation={}, condition_size=16)
+    key = tf.stack([tf.constant(3, tf.int64), tf.constant(example_id, tf.int64)])
+    _, gt, params = degradations.degrade(key, hq)  # the whole degradation, as before
+    flips.add(bool(params['flip']))
+    resize = lambda x, s: tf.clip_by_value(
+        tf.image.resize(x, (s, s), method='bicubic', antialias=True), 0.0, 1.0)
+    np.testing.assert_array_equal(example['gt'].numpy(), resize(gt, 32).numpy() * 2 - 1)
+    np.testing.assert_allclose(example['cond'].numpy(),
+                               resize(resize(resize(gt, 32), 16), 32).numpy() * 2 - 1, atol=1e-6)
+  assert flips == {True, False}
+
+
 def test_bad_files_are_skipped_counted_and_logged_once(face_folder, caplog):
   ds, loader = _dataset(face_folder)
   with caplog.at_level(logging.WARNING):

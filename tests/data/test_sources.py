@@ -136,11 +136,28 @@ def test_every_file_that_is_not_read_is_named_in_the_log(tmp_path, caplog):
   (root / 'notes.txt').write_text('x')
   (root / 'raw.ppm').write_bytes(b'P6 1 1 255 \x00\x00\x00')
   (root / '.hidden.png').write_bytes(b'')
-  (root / 'dangling.png').symlink_to(tmp_path / 'gone.png')
+  (root / 'dangling.txt').symlink_to(tmp_path / 'gone.txt')
   caplog.set_level('WARNING')
   assert sources.list_images(root) == ['face.png']
-  for name in ('notes.txt', 'raw.ppm', '.hidden.png', 'dangling.png'):
+  for name in ('notes.txt', 'raw.ppm', '.hidden.png', 'dangling.txt'):
     assert name in caplog.text, caplog.text
+
+
+def test_a_broken_link_to_an_image_is_skipped_and_counted_as_undecodable(tmp_path):
+  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'faces'
+  _save(root / 'face.png', shape=(32, 32, 3))
+  (root / 'corrupt.png').write_bytes(b'not a png')
+  (root / 'dangling.png').symlink_to(tmp_path / 'gone.png')
+  assert sources.list_images(root) == ['corrupt.png', 'dangling.png', 'face.png']
+  manifest = testset.write_test_set(str(root), str(tmp_path / 'set'), size=32, seed=0)
+  assert sorted(s['name'] for s in manifest['skipped']) == ['corrupt.png', 'dangling.png']
+  assert [e['name'] for e in manifest['images']] == ['face.png']
+  loader = pipeline.ExampleLoader(sources.FolderSource(root, 32), seed=0, shuffle=False)
+  for i in range(3):
+    loader.load(i)
+  assert sorted(loader.source.name(i) for i in loader.skipped) == ['corrupt.png', 'dangling.png']
 
 
 def test_a_gif_face_is_read_as_its_first_frame(tmp_path):

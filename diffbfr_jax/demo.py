@@ -69,7 +69,7 @@ def train_stages(names, config, root: pathlib.Path) -> None:
       continue
     print(f'[{i}/{len(names)}] {name}: training {steps - done} steps of batch '
           f'{stage.train.batch_size} at {stage.model.image_size}x{stage.model.image_size} '
-          f'(progress in the log lines) ...', flush=True)
+          f'(progress in the log file) ...', flush=True)
     start = time.perf_counter()
     train.train_and_evaluate(stage, str(folder))
     print(f'    {name}: done in {time.perf_counter() - start:.0f} s', flush=True)

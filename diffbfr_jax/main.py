@@ -3,26 +3,40 @@ r"""Entry point: `python -m diffbfr_jax.main --config=configs/<name>.py[:preset]
 The config's `job` field picks what runs: JOBS below maps each job to its module's
 `run(config, workdir)`. A mistake the user can make (errors.UserError) is printed as one
 `error: ...` line; anything else is a bug and keeps its traceback.
+
+The terminal shows each job's progress lines, warnings, errors and its result; the full log
+(absl INFO: compiles, checkpoints, Orbax, parameter tables) goes to WORKDIR/log.txt
+(log_process_<i>.txt on several processes), and to the terminal as well with --verbose. A job
+run without a workdir or output folder logs to the terminal as before.
 """
 
 import importlib
 import logging
 import os
+import pathlib
 import re
 import sys
 import traceback
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+# TensorFlow's C++ start-up messages (its CUDA probe's "failed call to cuInit" on a machine
+# without a GPU) stay off the terminal unless asked for (--verbose, or the variable set).
+if '--verbose' not in sys.argv:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from diffbfr_jax import config_checks
-from diffbfr_jax import errors
-from diffbfr_jax import parallel
-from diffbfr_jax import paths
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from diffbfr_jax import config_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from diffbfr_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from diffbfr_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from diffbfr_jax import paths  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics of the run.')
+flags.DEFINE_bool('verbose', False, 'Print the full log (INFO) on the terminal too; it always '
+                  'goes to WORKDIR/log.txt.')
 config_flags.DEFINE_config_file(
     'config', None, 'A stage config file, e.g. configs/tem.py or configs/irm1.py:demo.',
     lock_config=True)
@@ -88,6 +102,29 @@ def start(config) -> None:
     parallel.use_compilation_cache(paths.absolute(config.compilation_cache_dir))
 
 
+def log_file(config, workdir):
+  """The run's log file: in the workdir, else in the job's output folder; None without either."""
+  folder = workdir or config.get('output_dir', '')
+  if not folder:
+    return None
+  name = ('log.txt' if parallel.process_count() == 1 else
+          f'log_process_{parallel.process_index()}.txt')
+  return pathlib.Path(paths.absolute(folder)) / name
+
+
+def log_to_file(path, verbose: bool) -> None:
+  """Appends the full log (INFO and up) to `path`; the terminal keeps warnings and errors only,
+  unless `verbose`."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handler = logging.FileHandler(path)
+  handler.setFormatter(absl_logging.PythonFormatter())
+  handler.setLevel(logging.INFO)
+  logging.getLogger().addHandler(handler)
+  if not verbose:
+    absl_logging.get_absl_handler().setLevel(logging.WARNING)
+  logging.info('Log of: %s', ' '.join(sys.argv))
+
+
 def parse_flags(argv):
   """absl's flag parsing, with one `error: ...` line naming the flag and its value (not a
   traceback) for a config file that does not exist or fails to load, an unknown preset or
@@ -131,8 +168,17 @@ def main(argv):
     raise app.UsageError('Pass --config=configs/<stage>.py[:preset], e.g. configs/irm1.py:demo.')
   config = FLAGS.config
   try:
+    quiet = not FLAGS.verbose and bool(FLAGS.workdir or config.get('output_dir', ''))
+    if quiet:  # from the start: the log file opens once the process index is known
+      absl_logging.get_absl_handler().setLevel(logging.WARNING)
     start(config)  # before anything asks for a device
-    logging.info(parallel.describe())
+    path = log_file(config, FLAGS.workdir)
+    if path:
+      log_to_file(path, FLAGS.verbose)
+      if parallel.is_main_process() and quiet:
+        print(f'{config.job}: full log in {path} (--verbose prints it here too)', flush=True)
+    logging.info('%s; compilation cache %s', parallel.describe(),
+                 config.compilation_cache_dir or '(JAX default)')
     run(config, FLAGS.workdir)
     # A run ends together: a process whose share failed stops the others here, not later.
     parallel.barrier(f'{config.job}: finished')

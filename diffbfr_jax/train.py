@@ -167,11 +167,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """The train job: the stage config and its data source checked, then `train_and_evaluate`."""
   config_checks.check_stage_config(config)
   config_checks.check_data_source(config)
-  return train_and_evaluate(config, workdir)
+  return train_and_evaluate(config, workdir, progress=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains `config.stage` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       progress: bool = False) -> TrainState:
+  """Trains `config.stage` in `workdir`, resuming from its latest checkpoint if there is one.
+  `progress`: print a line every `log_every` steps (the train job; jobs that train several
+  stages print their own line per stage)."""
   # TensorFlow (data and TensorBoard writing) is imported here only, and kept off accelerators.
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   pipeline.keep_tensorflow_on_cpu()
@@ -242,6 +245,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     summary['train/images_per_sec'] = window_steps * tc.batch_size / seconds
     summary['train/skipped_files'] = float(len(loader.skipped))
     writer.write_scalars(step, summary)
+    if progress and parallel.is_main_process() and (step % tc.log_every == 0
+                                                     or step == tc.num_steps):
+      print(f'{config.stage} step {step}/{tc.num_steps}: loss {summary["train/loss"]:.4g}, '
+            f'{summary["train/steps_per_sec"]:.3g} steps/s', flush=True)
     pending, window_start, window_steps = [], time.perf_counter(), 0
 
   def save(step, good_state, finite):
@@ -271,6 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with stop:
       logging.info('Training %s from step %d to %d (compiling the step first)', config.stage,
                    start_step, tc.num_steps)
+      if progress and parallel.is_main_process():
+        print(f'Training {config.stage} from step {start_step} to {tc.num_steps} in {workdir} '
+              '(compiling the step first)', flush=True)
       for step in range(start_step, tc.num_steps):
         done = step + 1
         if done == first_traced:
@@ -314,6 +324,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     ckpt.wait()
     ckpt.close()
     writer.flush()
+  if progress and parallel.is_main_process():
+    print(f'Trained {config.stage} to step {int(state.step)}; checkpoints in {ckpt.directory}',
+          flush=True)
   return state
 
 

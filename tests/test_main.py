@@ -117,3 +117,26 @@ def test_a_profile_of_training_steps_is_written_for_tensorboard(tmp_path):
   config.train.update(profile_steps=(3, 2), num_steps=6)
   with pytest.raises(ValueError, match=r'config.train.profile_steps=\(3, 2\)'):
     main.run(config, str(tmp_path))
+
+
+def test_the_terminal_shows_progress_and_the_result_and_the_full_log_goes_to_the_workdir(
+    tmp_path):
+  workdir = tmp_path / 'run'
+  result = _main('--config=configs/irm2.py:smoke', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  absl_info = re.compile(r'^I\d{4} [\d:.]+ +\d+ \S+\.py:\d+\]', re.M)  # Python's absl INFO
+  assert not absl_info.search(result.stderr), result.stderr[-3000:]
+  assert result.stdout.splitlines() == [
+      f'train: full log in {workdir / "log.txt"} (--verbose prints it here too)',
+      f'Training irm2 from step 0 to 4 in {workdir} (compiling the step first)',
+      *[line for line in result.stdout.splitlines() if line.startswith('irm2 step ')],
+      f'Trained irm2 to step 4; checkpoints in {workdir / "checkpoints"}']
+  assert [line.split(':')[0] for line in result.stdout.splitlines()
+          if line.startswith('irm2 step ')] == ['irm2 step 2/4', 'irm2 step 4/4']
+  log = (workdir / 'log.txt').read_text()
+  assert len(absl_info.findall(log)) > 20 and 'irm2 parameters' in log  # the full log
+  verbose = _main('--config=configs/irm2.py:smoke', f'--workdir={workdir}',
+                  '--config.train.num_steps=6', '--verbose')
+  assert verbose.returncode == 0, verbose.stderr[-3000:]
+  assert 'Resumed from the checkpoint of step 4' in verbose.stderr
+  assert 'Resumed from the checkpoint of step 4' in (workdir / 'log.txt').read_text()

@@ -59,8 +59,11 @@ def test_train_and_its_resume_on_two_processes_equal_one_process(tmp_path):
   fields['train']['num_steps'] = 4  # the same command with more steps resumes
   results, _ = processes.two_processes(*args, *processes.flags(fields))
   processes.ok(results)
-  for _, _, err in results:
-    assert 'Resumed from the checkpoint of step 2' in err
+  for i, (_, out, err) in enumerate(results):  # the full log goes to each process's file
+    assert 'Resumed from the checkpoint of step 2' in (
+        tmp_path / 'two' / f'log_process_{i}.txt').read_text()
+    assert 'Resumed from the checkpoint' not in err  # not on the terminal
+  assert 'irm2 step 4/4: loss' in results[0][1] and 'irm2 step' not in results[1][1]
   assert len(events()) == 2
   assert sorted(p.name for p in (tmp_path / 'two' / 'checkpoints').iterdir()) == ['2', '4']
 

@@ -224,7 +224,7 @@ def test_sigterm_saves_the_step_and_the_resumed_run_is_bit_identical(tmp_path):
   workdir = tmp_path / 'preempted'
   proc = subprocess.Popen(
       [sys.executable, '-m', 'diffbfr_jax.main', '--config=configs/irm2.py:smoke',
-       '--config.train.num_steps=100000', '--config.train.checkpoint_every=100000',
+       '--config.train.num_steps=100000', '--config.train.checkpoint_every=100000', '--verbose',
        f'--workdir={workdir}'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       cwd=pathlib.Path(__file__).resolve().parent.parent)
   for line in proc.stderr:  # the handler is in place once this line is logged

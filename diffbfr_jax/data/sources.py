@@ -12,6 +12,7 @@ is not entered again), and every file under it that is not read is named in the 
 
 import collections
 import io
+import json
 import logging
 import os
 import pathlib
@@ -220,14 +221,40 @@ def image_set(spec, *, data_dir: str = '') -> ImageSet:
   except Exception as e:  # pylint: disable=broad-except
     raise errors.NotFound(f'{spec!r}: split {split!r} of {name!r} under '
                           f'{builder.data_dir} cannot be read: {e}') from e
-  index = {}
-  for i in range(len(records)):
-    n = records[i]['name']
-    index[n.decode() if isinstance(n, bytes) else str(n)] = i
+  index = {n: i for i, n in enumerate(record_names(builder, split, records))}
   if not index:
     raise errors.NotFound(f'{spec!r}: split {split!r} of {name!r} is empty')
   return ImageSet(spec, sorted(index), lambda n: records[index[n]][field],
                   lambda n: f'{name} {split} {field} {n}')
+
+
+def record_names(builder, split: str, records) -> list:
+  """Every record's `name`, in record order, from the index kept beside the prepared dataset
+  (`names-SPLIT.json`); the first use reads every record once (image bytes included: a record is
+  read whole) and writes the index, so later runs read only it."""
+  from etils import epath  # pylint: disable=g-import-not-at-top (TFDS's own path library)
+
+  path = epath.Path(builder.data_dir) / f'names-{split}.json'
+  info = builder.info.splits[split]
+  stamp = {'num_examples': int(info.num_examples), 'num_bytes': int(info.num_bytes)}
+  try:
+    saved = json.loads(path.read_text())
+    if saved['stamp'] == stamp and len(saved['names']) == len(records):
+      return saved['names']
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  names = []
+  for i in range(len(records)):
+    n = records[i]['name']
+    names.append(n.decode() if isinstance(n, bytes) else str(n))
+  try:
+    tmp = path.parent / f'.{path.name}.tmp'
+    tmp.write_text(json.dumps({'stamp': stamp, 'names': names}))
+    tmp.rename(path)
+  except OSError as e:  # a read-only dataset: right, only slower next time
+    logging.warning('%s: the names index is not written (%s); the next run reads every record '
+                    'again', path, e)
+  return names
 
 
 class ImageSetSource(ImageSource):

@@ -85,6 +85,38 @@ def test_face_pairs_keep_each_lq_with_its_gt(tmp_path):
     np.testing.assert_array_equal(record['gt'], images[name][1])
 
 
+def test_a_prepared_field_is_listed_from_its_names_index_without_reading_records(
+    tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  images = _pairs(tmp_path / 'test_set')
+  _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')
+  reads = []
+
+  class Counting:  # the data source, counting the records read
+    def __init__(self, records):
+      self.records = records
+
+    def __len__(self):
+      return len(self.records)
+
+    def __getitem__(self, i):
+      reads.append(i)
+      return self.records[i]
+
+  original = tfds.core.DatasetBuilder.as_data_source
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'as_data_source',
+                      lambda self, **kw: Counting(original(self, **kw)))
+  spec = 'tfds:face_pairs:gt'
+  first = sources.image_set(spec, data_dir=str(tmp_path / 'tfds'))
+  assert first.names == sorted(images) and len(reads) == 3  # every record, once
+  reads.clear()
+  second = sources.image_set(spec, data_dir=str(tmp_path / 'tfds'))
+  assert second.names == sorted(images) and reads == []  # the index only
+  name = sorted(images)[1]
+  np.testing.assert_array_equal(second.decode(name), images[name][1])
+  assert len(reads) == 1
+
+
 def test_an_undecodable_pair_is_left_out_and_named(tmp_path, caplog):
   images = _pairs(tmp_path / 'test_set')
   broken = sorted(images)[0]

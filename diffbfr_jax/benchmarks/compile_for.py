@@ -618,6 +618,19 @@ def _paper_hours(config, info: dict, at: dict, largest: int) -> dict:
               microbatches=micro, step_s=step_s, hours_per_1m_steps=step_s * 1e6 / 3600)
 
 
+def _line_roofline(row: dict, batch: int) -> dict:
+  """The roofline step at `batch` from the FLOPs and bytes on the line through batch 1 and 2
+  (a --noconfirm row, whose batch was not compiled)."""
+  peak, bw = row['peak_tflops'], row['bandwidth_bytes_per_s']
+  if not peak or not bw:
+    return dict(step_s=None, images_per_s_per_chip=None)
+  seconds = sum(roofline_seconds(_line(row['at'], 'flops', program, batch),
+                                 _line(row['at'], 'bytes_accessed', program, batch),
+                                 peak * 1e12, bw)[0]
+                for program in ('step', 'degrade') if row['at']['1'].get(program))
+  return dict(step_s=seconds, images_per_s_per_chip=batch / seconds)
+
+
 def _train(task: dict) -> dict:
   from diffbfr_jax.models import layers  # pylint: disable=g-import-not-at-top
 
@@ -819,15 +832,19 @@ def table(results: dict) -> str:
       plan = f"{p['devices_used']} x {p['per_device']}"
       if p['microbatches'] > 1:
         plan += f" ({p['microbatches']} microbatches)"
-    stage = r['stage'] + (f", {r['conv_grad']} kernel grad" if FLAGS.conv_grad != 'default'
+    default_grad = conv_grad_on(r['platform'], 'default')
+    stage = r['stage'] + (f", {r['conv_grad']} kernel grad" if r['conv_grad'] != default_grad
                           else '') + (', state donated' if r['donate'] else '')
+    speed = {k: r.get(k) for k in ('step_s', 'images_per_s_per_chip')}
+    if speed['step_s'] is None and b and {'1', '2'} <= set(r['at']):
+      speed = _line_roofline(r, b)  # the line's batch, not compiled: figures from the line
     lines.append(' | '.join([
         f"| {r['target']}", stage, 'on' if r['remat'] else 'off', shown,
         _gib(m.get('argument')), _gib(m.get('output')), _gib(m.get('temp')),
         _gib(f and f['total_bytes']), _gib(r['memory_limit_bytes']),
         _fmt(sum(x['flops'] for x in programs) if f else None, '.3g', 1e-12),
         _fmt(sum(x['bytes_accessed'] for x in programs) if f else None, '.3g', 1e-9),
-        _fmt(r.get('step_s'), '.1f', 1e3, ' ms'), _fmt(r.get('images_per_s_per_chip'), '.3g'),
+        _fmt(speed['step_s'], '.1f', 1e3, ' ms'), _fmt(speed['images_per_s_per_chip'], '.3g'),
         plan, _fmt(p.get('hours_per_1m_steps'), '.3g'), f"{r['compile_s']:.0f} |"]))
   if results['chain']:
     lines += ['', '| target | stage | faces / device | total (GiB) | GFLOP / reverse step | '

@@ -788,6 +788,10 @@ def _run_worker(task: dict) -> dict:
       return json.loads(line[len('RESULT '):])
   tail = [l for l in (done.stderr or done.stdout).strip().splitlines()
           if 'cudart_stub' not in l and 'absl::InitializeLog' not in l][-15:]
+  if done.returncode < 0:  # the compile itself was stopped: say so last (the line printed)
+    why = ' (SIGKILL: most often the system out of memory; compile fewer rows at once)' if (
+        done.returncode == -9) else ''
+    tail.append(f'the compiling process was killed by signal {-done.returncode}{why}')
   return dict(task, error='\n'.join(tail) or f'exit status {done.returncode}')
 
 

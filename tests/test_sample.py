@@ -26,12 +26,18 @@ def _read(path):
   return np.asarray(Image.open(path)).astype(int)
 
 
-def test_samples_depend_on_seed_and_index_only(smoke_run, tmp_path):
+def _reference(tmp_path, count: int, seed: int):
+  """A folder of `count` random 32x32 faces, the FID reference."""
   reference = tmp_path / 'reference'
   reference.mkdir()
-  rng = np.random.default_rng(0)
-  for i in range(3):
+  rng = np.random.default_rng(seed)
+  for i in range(count):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(reference / f'{i}.png')
+  return reference
+
+
+def test_samples_depend_on_seed_and_index_only(smoke_run, tmp_path):
+  reference = _reference(tmp_path, 3, seed=0)
   summary = main.run(_config(smoke_run, batch_size=3, grid_count=5,
                              reference_dir=str(reference)), str(tmp_path / 'a'))
   again = main.run(_config(smoke_run, batch_size=8), str(tmp_path / 'b'))
@@ -88,11 +94,7 @@ def test_existing_samples_a_truncated_chain_or_no_reference_stop_the_job(smoke_r
 
 def test_fid_counts_this_runs_samples_only_and_the_loaded_step_is_recorded(smoke_run, tmp_path):
   from diffbfr_jax.metrics import fid  # pylint: disable=g-import-not-at-top
-  reference = tmp_path / 'reference'
-  reference.mkdir()
-  rng = np.random.default_rng(1)
-  for i in range(4):
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(reference / f'{i}.png')
+  reference = _reference(tmp_path, 4, seed=1)
   out = tmp_path / 'out'
   main.run(_config(smoke_run, num_samples=6, grid_count=0), str(out))
   summary = main.run(_config(smoke_run, num_samples=3, grid_count=0, overwrite=True,

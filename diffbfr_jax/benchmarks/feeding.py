@@ -1,7 +1,7 @@
 r"""What feeding an accelerator costs the host: images per second per host core for each data
 path, against the images per second one accelerator trains on.
 
-  python -m diffbfr_jax.data.feeding [--stages=irm1,irm2,tem] [--images=16] [--mfu=0.4]
+  python -m diffbfr_jax.benchmarks.feeding [--stages=irm1,irm2,tem] [--images=16] [--mfu=0.4]
 
 On one host core (TensorFlow held to one thread; the tf.data pipeline runs one such example per
 core in parallel), over --images faces whose degradation parameters are drawn per face as in
@@ -68,7 +68,7 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
 
   from diffbfr_jax import config_files  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import benchmark  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -83,7 +83,7 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
     pass
   folder = tempfile.mkdtemp(prefix='diffbfr_feeding_')
   atexit.register(shutil.rmtree, folder, ignore_errors=True)
-  benchmark.write_faces(f'{folder}', images)  # 1024x1024 PNGs
+  input_pipeline.write_faces(f'{folder}', images)  # 1024x1024 PNGs
   readers = {'PNG folder': sources.FolderSource(folder, 512)}
   for name in PREPARED:
     prepared.prepare(name, manual_dir=folder, data_dir=f'{folder}/tfds')

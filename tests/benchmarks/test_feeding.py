@@ -9,7 +9,7 @@ import pytest
 
 from diffbfr_jax import config_files
 from diffbfr_jax import models
-from diffbfr_jax.data import feeding
+from diffbfr_jax.benchmarks import feeding
 
 
 def _matmul_flops(jaxpr) -> float:

@@ -1,6 +1,6 @@
 r"""Images per second of the tf.data pipeline at 512x512 on this machine.
 
-  python -m diffbfr_jax.data.benchmark --stage=irm2 --batches=20
+  python -m diffbfr_jax.benchmarks.input_pipeline --stage=irm2 --batches=20
 
 Writes FFHQ-like 1024x1024 PNG faces (the bundled astronaut portrait, shifted and flipped) to a
 temporary folder, builds the stage's pipeline with the paper's degradation at 512, and times

@@ -81,11 +81,11 @@ def held_out_faces(config, root: pathlib.Path):
   stage = stage_config('irm2', config)
   size, folder = stage.data.image_size, root / 'test_set'
   if not (folder / 'manifest.json').exists():
-    from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
+    from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top (TensorFlow)
     from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
 
-    pipeline.keep_tensorflow_on_cpu()
+    tensorflow_cpu.keep_tensorflow_on_cpu()
     sources.write_bundled_faces('test', size, folder / 'hq')
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
                            degradation=dict(stage.data.degradation))

@@ -264,12 +264,12 @@ def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
   def write():  # on process 0, which alone decides: no process sees a half-written set
     if (folder / 'manifest.json').exists() and resume.reusable(folder, made_from, 'the test set'):
       return
-    from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
+    from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top (TensorFlow)
     from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
     from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
 
     shutil.rmtree(folder, ignore_errors=True)  # made by this job alone, from the bundled faces
-    pipeline.keep_tensorflow_on_cpu()
+    tensorflow_cpu.keep_tensorflow_on_cpu()
     size = stage.model.image_size
     sources.write_bundled_faces('test', size, folder / 'hq')
     testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,

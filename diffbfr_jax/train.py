@@ -177,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   stages print their own line per stage)."""
   # TensorFlow (data and TensorBoard writing) is imported here only, and kept off accelerators.
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  pipeline.keep_tensorflow_on_cpu()
+  from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
+  tensorflow_cpu.keep_tensorflow_on_cpu()
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top

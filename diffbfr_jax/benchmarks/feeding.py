@@ -72,10 +72,11 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
   from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import prepared  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
 
-  pipeline.keep_tensorflow_on_cpu()
+  tensorflow_cpu.keep_tensorflow_on_cpu()
   try:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

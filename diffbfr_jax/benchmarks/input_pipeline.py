@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from diffbfr_jax.data import pipeline
+from diffbfr_jax.data import tensorflow_cpu
 from diffbfr_jax.data import sources
 
 FLAGS = flags.FLAGS
@@ -54,7 +55,7 @@ def measure(stage: str, folder: str, *, batches: int, batch: int) -> float:
 
 def main(argv):
   del argv
-  pipeline.keep_tensorflow_on_cpu()
+  tensorflow_cpu.keep_tensorflow_on_cpu()
   # The folder outlives the pipeline's prefetch threads: it is removed at exit.
   folder = tempfile.mkdtemp(prefix='diffbfr_data_benchmark_')
   atexit.register(shutil.rmtree, folder, ignore_errors=True)

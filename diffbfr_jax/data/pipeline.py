@@ -26,11 +26,6 @@ from diffbfr_jax.data import sources
 STAGES = ('irm1', 'irm2', 'tem')
 
 
-def keep_tensorflow_on_cpu() -> None:
-  """TensorFlow feeds data on the CPU only; it must never take accelerator memory from JAX."""
-  tf.config.set_visible_devices([], 'GPU')
-
-
 class ExampleLoader:
   """Maps a global example id to a decoded face, deterministically, skipping bad files.
 

@@ -144,9 +144,9 @@ def run(config, workdir=None):
   """The `prepare` job (configs/prepare.py): builds config.prepare.name and prints its splits;
   `workdir` is not used."""
   del workdir
-  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
 
-  pipeline.keep_tensorflow_on_cpu()
+  tensorflow_cpu.keep_tensorflow_on_cpu()
   builder = prepare(**config.prepare)
   splits = ', '.join(f'{name}: {info.num_examples} examples'
                      for name, info in builder.info.splits.items())

@@ -20,7 +20,7 @@ import tensorflow as tf
 from diffbfr_jax import errors
 from diffbfr_jax.config_checks import ConfigError
 from diffbfr_jax.data import degradations
-from diffbfr_jax.data import pipeline
+from diffbfr_jax.data import tensorflow_cpu
 from diffbfr_jax.data import sources
 
 
@@ -78,5 +78,5 @@ def run(config, workdir=None) -> dict:
   """`python -m diffbfr_jax.main --config=configs/test_set.py --config.test_set.input_dir=...`;
   the output folder is config.test_set.output_dir (`workdir` is not used)."""
   del workdir
-  pipeline.keep_tensorflow_on_cpu()
+  tensorflow_cpu.keep_tensorflow_on_cpu()
   return write_test_set(degradation=dict(config.data.degradation), **config.test_set)

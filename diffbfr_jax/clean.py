@@ -39,6 +39,7 @@ from diffbfr_jax import parallel
 from diffbfr_jax import resume
 from diffbfr_jax import restore
 from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.data import image_files
 from diffbfr_jax.data import sources
 
 SELECT = ('all', 'niqe')
@@ -165,8 +166,8 @@ def run(config, workdir) -> dict:
         record = {'name': name, 'output': output_of[name], 'where': inputs.where(name)}
         try:
           data = inputs.read_bytes(name)
-          original = sources.decode_rgb(data, inputs.where(name))
-        except (sources.DecodeError, OSError) as e:
+          original = image_files.decode_rgb(data, inputs.where(name))
+        except (errors.DecodeError, OSError) as e:
           logging.warning('Skipping %s', e)
           records.append({**record, 'skipped': str(e)})
           continue

@@ -68,7 +68,7 @@ def check_config(config) -> None:
 def read_face(inputs: sources.ImageSet, name: str, size: int):
   """(RGB uint8 [size, size, 3], resized) of input `name` as the cascade reads it: decoded to RGB
   8-bit and, when it is not size x size, resized (bicubic, with a logged note). Raises
-  sources.DecodeError or OSError naming it if it cannot be read."""
+  errors.DecodeError or OSError naming it if it cannot be read."""
   return to_size(inputs.decode(name), name, size)
 
 
@@ -154,7 +154,7 @@ def run(config, workdir) -> Report:
       cache.clear()
       try:
         rgb, resized = read_face(inputs, name, size)
-      except (sources.DecodeError, OSError) as e:
+      except (errors.DecodeError, OSError) as e:
         logging.warning('Skipping %s', e)
         report.skipped.append(str(e))
         cache[name] = None

@@ -59,7 +59,7 @@ class ExampleLoader:
         continue
       try:
         return self.source.load(index), np.int64(index)
-      except sources.DecodeError as e:
+      except errors.DecodeError as e:
         with self._lock:
           if index not in self.skipped:
             self.skipped[index] = str(e)

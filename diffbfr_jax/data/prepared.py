@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from diffbfr_jax import errors
-from diffbfr_jax.data import sources
+from diffbfr_jax.data import image_files
 
 _HOW = ('Give the folder as the manual_dir (the prepare job\'s --config.prepare.manual_dir, or '
         '--config.data.source.manual_dir for training).')
@@ -64,17 +64,17 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     folder = pathlib.Path(dl_manager.manual_dir)
-    return {'train': self._generate_examples(folder, sources.list_images(folder))}
+    return {'train': self._generate_examples(folder, image_files.list_images(folder))}
 
   def _generate_examples(self, folder, files):
     skipped = []
     for name in files:
       try:
-        rgb = sources.decode_rgb((folder / name).read_bytes(), str(folder / name))
+        rgb = image_files.decode_rgb((folder / name).read_bytes(), str(folder / name))
       except errors.DecodeError as e:
         skipped.append(str(e))
         continue
-      yield name, {'image': sources.center_crop_resize(rgb, self.builder_config.size),
+      yield name, {'image': image_files.center_crop_resize(rgb, self.builder_config.size),
                    'name': name}
     if skipped:
       logging.warning('%s: %d file(s) left out: %s', folder, len(skipped), '; '.join(skipped))
@@ -96,7 +96,7 @@ class FacePairs(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     folder = pathlib.Path(dl_manager.manual_dir)
-    lq, gt = sources.list_images(folder / 'lq'), sources.list_images(folder / 'gt')
+    lq, gt = image_files.list_images(folder / 'lq'), image_files.list_images(folder / 'gt')
     stem = lambda name: str(pathlib.PurePosixPath(name).with_suffix(''))
     gt_by_stem = {stem(n): n for n in gt}
     unpaired = [n for n in lq if stem(n) not in gt_by_stem]
@@ -112,9 +112,9 @@ class FacePairs(tfds.core.GeneratorBasedBuilder):
     skipped = []
     for lq_name, gt_name in pairs:
       try:
-        lq = sources.decode_rgb((folder / 'lq' / lq_name).read_bytes(),
+        lq = image_files.decode_rgb((folder / 'lq' / lq_name).read_bytes(),
                                 str(folder / 'lq' / lq_name))
-        gt = sources.decode_rgb((folder / 'gt' / gt_name).read_bytes(),
+        gt = image_files.decode_rgb((folder / 'gt' / gt_name).read_bytes(),
                                 str(folder / 'gt' / gt_name))
       except errors.DecodeError as e:  # the pair is left out, as face_folder leaves a file out
         skipped.append(str(e))

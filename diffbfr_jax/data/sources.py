@@ -3,7 +3,7 @@ scikit-image. Every source hands out RGB uint8 images of one square size by inde
 
 Decodable odd files (gray, RGBA, palette, 16-bit, EXIF-rotated JPEGs, the first frame of a GIF)
 become RGB uint8 the way OpenCV's `imread(IMREAD_COLOR)` reads them for the PyTorch peers (alpha
-dropped, 16 bits shifted to 8, EXIF orientation applied); undecodable ones raise `DecodeError`
+dropped, 16 bits shifted to 8, EXIF orientation applied); undecodable ones raise `errors.DecodeError`
 naming the file, and the pipeline skips them.
 
 A folder is listed once per real directory (a symlink loop or a second link to a listed folder
@@ -11,7 +11,6 @@ is not entered again), and every file under it that is not read is named in the 
 """
 
 import collections
-import io
 import json
 import logging
 import os
@@ -20,46 +19,12 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 
 from diffbfr_jax import errors
+from diffbfr_jax.data import image_files
 from diffbfr_jax.config_checks import ConfigError
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 
-
-DecodeError = errors.DecodeError  # re-exported where it was first defined
-
-
-def decode_rgb(data: bytes, name: str) -> np.ndarray:
-  """Bytes of an image file -> RGB uint8 [H, W, 3]; `DecodeError` naming `name` if impossible."""
-  if not data:
-    raise DecodeError(f'{name}: empty file')
-  try:
-    with Image.open(io.BytesIO(data)) as img:
-      img.load()  # decode fully now, so a truncated file fails here
-      img = ImageOps.exif_transpose(img)  # OpenCV's imread applies the EXIF orientation
-      if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-        # 16-bit gray: keep the high byte, as OpenCV's 8-bit read does.
-        arr = (np.asarray(img, np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
-      rgb = np.asarray(img.convert('RGB'), np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise DecodeError(f'{name}: cannot decode ({type(e).__name__}: {e})') from None
-  if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-    raise DecodeError(f'{name}: decoded to shape {rgb.shape}')
-  return rgb
-
-
-def center_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-  """The largest centred square, resized to size x size (bicubic, antialiased when shrinking)."""
-  h, w = rgb.shape[:2]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  square = rgb[top:top + side, left:left + side]
-  if side == size:
-    return np.ascontiguousarray(square)
-  return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC))
 
 
 class ImageSource:
@@ -76,63 +41,8 @@ class ImageSource:
     raise NotImplementedError
 
   def load(self, index: int) -> np.ndarray:
-    """RGB uint8 [size, size, 3]; raises `DecodeError` for an undecodable item."""
-    return center_crop_resize(self._read(index), self.size)
-
-
-def list_images(folder) -> list[str]:
-  """Image files under `folder`, nested folders included, as sorted relative POSIX paths.
-
-  Symbolic links are followed, but every real directory is listed once, at its own place in the
-  tree if it has one there (so a loop such as `loop -> .` adds nothing). A broken link with an
-  image suffix is listed: like an empty file, it is an image that cannot be read, which every
-  reader skips, names and counts. Every file that is not listed (another suffix, a hidden file,
-  another broken link or special file, a folder reached twice) is named in one warning per
-  reason.
-  """
-  root = pathlib.Path(folder)
-  if not root.is_dir():
-    raise errors.NotFound(f'image folder {str(root)!r} does not exist or is not a folder')
-  own_tree = {os.path.realpath(d) for d, _, _ in os.walk(root)}  # real folders, no links taken
-  visited = set()
-  found = []
-  ignored = collections.defaultdict(list)
-
-  def visit(path: str, rel: str, via_link: bool):
-    real = os.path.realpath(path)
-    if real in visited or (via_link and real in own_tree):
-      ignored['a folder already listed at its own path (a symlink to it or a loop)'].append(
-          rel + '/')
-      return
-    visited.add(real)
-    try:
-      entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError as e:
-      ignored[f'a folder that cannot be read ({type(e).__name__})'].append(rel + '/')
-      return
-    for entry in entries:
-      name = f'{rel}/{entry.name}' if rel else entry.name
-      if entry.is_dir(follow_symlinks=True):
-        visit(entry.path, name, via_link or entry.is_symlink())
-      elif entry.name.startswith('.'):
-        ignored['a hidden file'].append(name)
-      elif entry.is_symlink() and not os.path.exists(entry.path) and (
-          entry.name.lower().endswith(IMAGE_SUFFIXES)):
-        found.append(name)  # an image that cannot be read: skipped and counted where it is read
-      elif not entry.is_file(follow_symlinks=True):
-        ignored['a broken link or not a regular file'].append(name)
-      elif entry.name.lower().endswith(IMAGE_SUFFIXES):
-        found.append(name)
-      else:
-        ignored[f'not an image suffix ({", ".join(IMAGE_SUFFIXES)})'].append(name)
-
-  visit(str(root), '', False)
-  for why, names in sorted(ignored.items()):
-    logging.warning('%s: %d file(s) not read, %s: %s', root, len(names), why, ', '.join(names))
-  if not found:
-    raise errors.NotFound(f'image folder {str(root)!r} holds no image files '
-                          f'({", ".join(IMAGE_SUFFIXES)}), nested folders included')
-  return sorted(found)
+    """RGB uint8 [size, size, 3]; raises `errors.DecodeError` for an undecodable item."""
+    return image_files.center_crop_resize(self._read(index), self.size)
 
 
 def output_names(files, suffix: str = '.png') -> dict:
@@ -171,8 +81,8 @@ class ImageSet:
     return self._where(name)
 
   def decode(self, name: str) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of `name`; `DecodeError` (or OSError) naming it if impossible."""
-    return decode_rgb(self.read_bytes(name), self.where(name))
+    """RGB uint8 [H, W, 3] of `name`; `errors.DecodeError` (or OSError) naming it if impossible."""
+    return image_files.decode_rgb(self.read_bytes(name), self.where(name))
 
   def subset(self, names) -> 'ImageSet':
     """The same set restricted to `names` (each must be in it): e.g. the files one run wrote
@@ -194,7 +104,7 @@ def image_set(spec, *, data_dir: str = '') -> ImageSet:
   spec = str(spec)
   if not spec.startswith(TFDS_PREFIX):
     root = pathlib.Path(spec)
-    return ImageSet(spec, list_images(root), lambda n: (root / n).read_bytes(),
+    return ImageSet(spec, image_files.list_images(root), lambda n: (root / n).read_bytes(),
                     lambda n: str(root / n))
   parts = spec[len(TFDS_PREFIX):].split(':')
   if len(parts) not in (2, 3) or not all(parts):
@@ -275,7 +185,7 @@ class ImageSetSource(ImageSource):
     try:
       return self.images.decode(name)
     except OSError as e:
-      raise DecodeError(f'{self.images.where(name)}: cannot read ({e})') from None
+      raise errors.DecodeError(f'{self.images.where(name)}: cannot read ({e})') from None
 
 
 class FolderSource(ImageSetSource):

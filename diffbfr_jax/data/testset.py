@@ -48,7 +48,7 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
     name = source.name(index)
     try:
       face = source.load(index)
-    except sources.DecodeError as e:
+    except errors.DecodeError as e:
       logging.warning('Skipping an undecodable image: %s', e)
       skipped.append({'name': name, 'error': str(e)})
       continue

@@ -21,6 +21,7 @@ import zipfile
 
 import numpy as np
 
+from diffbfr_jax.data import image_files
 from diffbfr_jax.data import sources
 from diffbfr_jax.metrics import inception
 
@@ -138,7 +139,7 @@ def folder_statistics(folder, *, batch_size: int = 16, cache_dir=None):
     names = files[b:b + batch_size]
     blobs = [images.read_bytes(n) for n in names]
     used += [hashlib.sha256(blob).hexdigest() for blob in blobs]
-    decoded = [sources.decode_rgb(blob, images.where(n)) for blob, n in zip(blobs, names)]
+    decoded = [image_files.decode_rgb(blob, images.where(n)) for blob, n in zip(blobs, names)]
     for shape in sorted({im.shape for im in decoded}):  # equal sizes batch together
       group = np.stack([im for im in decoded if im.shape == shape]).astype(np.float32)
       padded = np.concatenate([group, np.repeat(group[-1:], batch_size - len(group), 0)])

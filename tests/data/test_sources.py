@@ -5,27 +5,29 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+from diffbfr_jax import errors
+from diffbfr_jax.data import image_files
 from diffbfr_jax.data import sources
 
 BAD = ['a/b/text.jpeg', 'a/truncated.png', 'corrupt.png', 'empty.jpg']
 
 
 def test_folder_listing_is_nested_sorted_and_ignores_other_files(face_folder):
-  assert sources.list_images(face_folder) == sorted(
+  assert image_files.list_images(face_folder) == sorted(
       ['a/b/deep.png', 'a/b/palette.png', 'a/gray.png', 'a/rgba.png', 'photo.jpg', 'rgb.png'] + BAD)
 
 
 def test_missing_and_empty_folders_name_the_path(tmp_path):
   with pytest.raises(FileNotFoundError, match='nowhere'):
-    sources.list_images(tmp_path / 'nowhere')
+    image_files.list_images(tmp_path / 'nowhere')
   (tmp_path / 'empty').mkdir()
   with pytest.raises(FileNotFoundError, match='empty.*holds no image files'):
-    sources.list_images(tmp_path / 'empty')
+    image_files.list_images(tmp_path / 'empty')
 
 
 def test_odd_files_become_rgb_uint8(face_folder):
   rgb = np.asarray(Image.open(face_folder / 'rgb.png'))
-  decode = lambda name: sources.decode_rgb((face_folder / name).read_bytes(), name)
+  decode = lambda name: image_files.decode_rgb((face_folder / name).read_bytes(), name)
   np.testing.assert_array_equal(decode('rgb.png'), rgb)
   np.testing.assert_array_equal(decode('a/gray.png'), np.repeat(rgb[..., :1], 3, -1))
   np.testing.assert_array_equal(decode('a/rgba.png'), rgb)  # alpha dropped, as OpenCV does
@@ -38,16 +40,16 @@ def test_odd_files_become_rgb_uint8(face_folder):
 
 @pytest.mark.parametrize('name', BAD)
 def test_undecodable_files_raise_decode_error_naming_them(face_folder, name):
-  with pytest.raises(sources.DecodeError, match=name.split('/')[-1]):
-    sources.FolderSource(face_folder, 16).load(sources.list_images(face_folder).index(name))
+  with pytest.raises(errors.DecodeError, match=name.split('/')[-1]):
+    sources.FolderSource(face_folder, 16).load(image_files.list_images(face_folder).index(name))
 
 
 def test_center_crop_and_resize():
   wide = np.zeros((20, 40, 3), np.uint8)
   wide[:, 10:30] = 255  # the centred 20x20 square is all white
-  out = sources.center_crop_resize(wide, 8)
+  out = image_files.center_crop_resize(wide, 8)
   assert out.shape == (8, 8, 3) and out.min() == 255
-  same = sources.center_crop_resize(wide[:, 10:30], 20)
+  same = image_files.center_crop_resize(wide[:, 10:30], 20)
   np.testing.assert_array_equal(same, wide[:, 10:30])
 
 
@@ -125,7 +127,7 @@ def test_a_symlink_loop_or_a_second_link_adds_no_file_and_is_logged(tmp_path, ca
   (root / 'a_link_to_sub').symlink_to(root / 'sub')  # listed where it really is
   (root / 'sub' / 'up').symlink_to('..')
   caplog.set_level('WARNING')
-  assert sources.list_images(root) == ['a.png', 'ext/b.png', 'sub/c.png']
+  assert image_files.list_images(root) == ['a.png', 'ext/b.png', 'sub/c.png']
   for name in ('loop/', 'ext2/', 'a_link_to_sub/', 'sub/up/'):
     assert name in caplog.text, caplog.text
 
@@ -138,7 +140,7 @@ def test_every_file_that_is_not_read_is_named_in_the_log(tmp_path, caplog):
   (root / '.hidden.png').write_bytes(b'')
   (root / 'dangling.txt').symlink_to(tmp_path / 'gone.txt')
   caplog.set_level('WARNING')
-  assert sources.list_images(root) == ['face.png']
+  assert image_files.list_images(root) == ['face.png']
   for name in ('notes.txt', 'raw.ppm', '.hidden.png', 'dangling.txt'):
     assert name in caplog.text, caplog.text
 
@@ -150,7 +152,7 @@ def test_a_broken_link_to_an_image_is_skipped_and_counted_as_undecodable(tmp_pat
   _save(root / 'face.png', shape=(32, 32, 3))
   (root / 'corrupt.png').write_bytes(b'not a png')
   (root / 'dangling.png').symlink_to(tmp_path / 'gone.png')
-  assert sources.list_images(root) == ['corrupt.png', 'dangling.png', 'face.png']
+  assert image_files.list_images(root) == ['corrupt.png', 'dangling.png', 'face.png']
   manifest = testset.write_test_set(str(root), str(tmp_path / 'set'), size=32, seed=0)
   assert sorted(s['name'] for s in manifest['skipped']) == ['corrupt.png', 'dangling.png']
   assert [e['name'] for e in manifest['images']] == ['face.png']
@@ -164,8 +166,8 @@ def test_a_gif_face_is_read_as_its_first_frame(tmp_path):
   rgb = np.random.default_rng(0).integers(0, 256, (10, 14, 3), np.uint8)
   frame = Image.fromarray(rgb).quantize(256)  # GIF holds a palette; the palette image is exact
   frame.save(tmp_path / 'face.gif')
-  assert sources.list_images(tmp_path) == ['face.gif']
-  decoded = sources.decode_rgb((tmp_path / 'face.gif').read_bytes(), 'face.gif')
+  assert image_files.list_images(tmp_path) == ['face.gif']
+  decoded = image_files.decode_rgb((tmp_path / 'face.gif').read_bytes(), 'face.gif')
   np.testing.assert_array_equal(decoded, np.asarray(frame.convert('RGB')))
 
 
@@ -180,7 +182,7 @@ def test_the_exif_orientation_of_a_jpeg_is_applied_as_opencv_does(tmp_path, orie
   exif = Image.Exif()
   exif[0x0112] = orientation
   Image.fromarray(rgb).save(tmp_path / 'face.jpg', quality=100, exif=exif.tobytes())
-  decoded = sources.decode_rgb((tmp_path / 'face.jpg').read_bytes(), 'face.jpg')
+  decoded = image_files.decode_rgb((tmp_path / 'face.jpg').read_bytes(), 'face.jpg')
   with Image.open(tmp_path / 'face.jpg') as img:
     stored = np.asarray(img)  # PIL alone does not apply the orientation: the pixels as stored
   assert stored.shape == rgb.shape and np.abs(stored.astype(int) - rgb).mean() < 2

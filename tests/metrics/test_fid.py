@@ -10,6 +10,7 @@ from PIL import Image
 from skimage import data
 from skimage import filters
 
+from diffbfr_jax.data import image_files
 from diffbfr_jax.metrics import fid
 from diffbfr_jax.metrics import inception
 
@@ -158,7 +159,7 @@ def _twin_bmp_folders(root):
       Image.fromarray(pixels).save(path)
       os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
   (a, b) = folders
-  for name in fid.sources.list_images(a):
+  for name in image_files.list_images(a):
     assert (a / name).stat().st_size == (b / name).stat().st_size
     assert (a / name).stat().st_mtime_ns == (b / name).stat().st_mtime_ns
     assert (a / name).read_bytes() != (b / name).read_bytes()

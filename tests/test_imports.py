@@ -8,7 +8,7 @@ _TENSORFLOW_FREE = [
     'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead',
     'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.benchmarks.peer', 'diffbfr_jax.train',
     'diffbfr_jax.cascade', 'diffbfr_jax.benchmarks.accelerator',
-    'diffbfr_jax.benchmarks.compile_for',
+    'diffbfr_jax.benchmarks.compile_for', 'diffbfr_jax.benchmarks.feeding',
     'diffbfr_jax.restore', 'diffbfr_jax.benchmarks.cascade', 'diffbfr_jax.evaluate',
     'diffbfr_jax.metrics.psnr_ssim', 'diffbfr_jax.metrics.lpips', 'diffbfr_jax.metrics.niqe',
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',

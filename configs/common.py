@@ -1,9 +1,10 @@
 """Fields shared by every stage config, and the preset mechanism.
 
 A stage config (`configs/irm1.py`, `configs/irm2.py`, `configs/tem.py`) starts from `base()` and
-fills `model`, `diffusion`, `sampling`, `train` and `data`. Sub-dicts are call signatures:
-`config.model` holds exactly the keyword arguments of the network class named by
-`config.model_type` (`diffbfr_jax.models.create_model(config.model_type, **config.model)`).
+fills `model`, `diffusion`, `sampling`, `train` and `data` (IRM-1 and IRM-2 through `sr3_stage()`,
+the part they share). Sub-dicts are call signatures: `config.model` holds exactly the keyword
+arguments of the network class named by `config.model_type`
+(`diffbfr_jax.models.create_model(config.model_type, **config.model)`).
 """
 
 import os
@@ -108,6 +109,11 @@ def data() -> ml_collections.ConfigDict:
           color_jitter_prob=0.0,  # GFPGAN's LQ colour jitter; the paper does not mention it
           color_jitter_shift=20.0 / 255.0,  # per-channel shift ~ U(+-shift) when jittering
       ),
+      # IRM-2's condition (Eq. 9; the paper does not say which): 'gt_down_up' | 'lq' (the LQ face)
+      condition='gt_down_up',
+      condition_size=128,  # IRM-2's 'gt_down_up': the GT down to this size (IRM-1's) and back up
+      # IRM-1's pair (unsaid too): 'degrade_then_resize' (at source_size) | 'resize_then_degrade'
+      irm1_pair='degrade_then_resize',
   ))
 
 
@@ -151,6 +157,45 @@ def sampling(*, start_step: int, from_noise: bool, variance: str, clip_x0: bool,
       # of the clipped x_0, guided-diffusion) | 'model' (the network's eps, DifFace)
       ddim_eps=ddim_eps,
   ))
+
+
+def sr3_stage(stage: str, *, image_size: int, start_step: int, from_noise: bool,
+              learning_rate: float, batch_size: int, **architecture) -> ml_collections.ConfigDict:
+  """What IRM-1 and IRM-2 share (Table 6, SR3's code for what it leaves out): SR3's conditional
+  UNet at image_size (the stage's faces too), the L1 noise-level loss on T = 2000 steps,
+  Algorithm 1's sampler from start_step (from N(0, I) when from_noise) and SR3's Adam.
+  `architecture`: the stage's other SR3UNet fields (channel_mults, attn_res, res_blocks, dropout,
+  norm_groups), in that order."""
+  config = base(stage)
+  config.model_type = 'sr3'
+  config.model = model(
+      in_channels=6,  # concat[condition (3), x_t (3)] (Table 6: in 6)
+      out_channels=3,  # the predicted noise eps (Table 6: out 3)
+      inner_channels=64,  # width of level 0 and of the noise-level embedding (Table 6)
+      **architecture,
+      image_size=image_size,  # pixels per side; decides where attention goes (Table 6)
+  )
+  # T = 2000, betas linear from 1e-6 to 1e-2 (Table 6).
+  config.diffusion.schedule = linear_schedule(2000, 1e-6, 1e-2)
+  config.diffusion.loss = ml_collections.ConfigDict(dict(  # diffusion.losses.noise_level_loss
+      kind='l1',  # mean |eps - eps_theta| (Table 6); 'l2' also allowed
+      per_example_t=False,  # SR3 draws one step t per batch, then a noise level per example
+  ))
+  # Algorithm 1: sigma_t^2 = beta_t, no clipping.
+  # ddim_eps: SR3 has no DDIM; guided-diffusion's convention (the project's DDIM before the
+  # option existed). Without clipping both conventions give the same chain.
+  config.sampling = sampling(start_step=start_step, from_noise=from_noise, variance='beta',
+                             clip_x0=False, ddim_eps='from_x0')
+  config.train.update(
+      optimizer='adam',  # SR3
+      learning_rate=learning_rate,
+      batch_size=batch_size,  # global batch over all devices
+      num_steps=1_000_000,  # SR3's n_iter
+      warmup_steps=0,  # linear learning-rate warm-up (SR3 uses none)
+      ema_decay=0.9999,  # EMA of the parameters used for sampling
+  )
+  config.data.image_size = image_size
+  return config
 
 
 def sampling_stage(stage_config, checkpoint: str) -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@ enhancement), every round scored on the same held-out test set.
     -> runs/iterate/round_0/ (the stages trained on the bundled training faces, the held-out
        faces restored and scored, TEM's samples and their FID, the training faces cleaned),
        runs/iterate/round_1/ (the same, trained on round 0's cleaned faces), a table per round
-       (round_<r>/table.md) and all rounds in runs/iterate/table.md and results.json.
+       (round_<r>/table.md) and all rounds in runs/iterate/table.md and summary.json.
 
 The argument: '' the paper's stage configs (give train_faces and test_set, and the steps you
 can afford); 'demo' the :demo networks on the faces bundled with scikit-image (the demo job's

@@ -7,7 +7,7 @@ samples cover the rare classes where a GAN of the same size collapses onto the f
        labels num_samples samples of each with a classifier trained on the full training split,
        and prints the class histograms of the training set, the DDPM's and the GAN's samples, the
        classifier's accuracy on held-out real digits, and writes samples_ddpm.png,
-       samples_gan.png and results.json.
+       samples_gan.png and summary.json.
 
 MNIST needs a download; scikit-learn's digits (1,797 images of 8x8, 10 classes) ship with it.
 The argument: '' the experiment; 'smoke' a few steps of each (tests).

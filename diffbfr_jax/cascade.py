@@ -22,7 +22,7 @@ import ml_collections
 from diffbfr_jax import checkpointing
 from diffbfr_jax import errors
 from diffbfr_jax import models
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
@@ -158,7 +158,7 @@ def stage_from_checkpoint(name: str, stage_config):
                           f'(step={stage_config.step}): {e}') from None
   meta = checkpointing.read_meta(folder, step)
   if meta['stage'] != name:
-    raise checkpointing.CheckpointError(
+    raise errors.CheckpointError(
         f'config.{name}.checkpoint={stage_config.checkpoint!r} holds a {meta["stage"]} '
         f'checkpoint (step {step}), not a {name} one')
   model_config = dict(meta['model'])

@@ -13,6 +13,7 @@ import os
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -44,7 +45,7 @@ class Checkpointer:
     stored = read_meta(self.directory, step)
     differences = meta_differences(stored, meta)
     if differences:
-      raise CheckpointError(refusal(f'{self.directory}/{step}', differences) + ' Resume with '
+      raise errors.CheckpointError(refusal(f'{self.directory}/{step}', differences) + ' Resume with '
                             'the config it was trained with, or give a new --workdir to train '
                             'this one.')
 
@@ -79,6 +80,54 @@ class Checkpointer:
     self.manager.close()
 
 
+class GoodStates:
+  """The good-state rule of every training loop here: a checkpoint holds only a state that has
+  proved good, i.e. the loss computed with its parameters (the next step's, or one more step's
+  at the end) came out finite and every array of it (parameters, EMA, optimizer moments) is
+  finite. A non-finite loss or state stops the run with a NonFiniteLossError that names the last
+  good checkpoint; nothing later is saved."""
+
+  def __init__(self, ckpt: Checkpointer, meta: dict):
+    self.ckpt, self.meta = ckpt, meta
+
+  def last_good(self) -> str:
+    step = self.ckpt.latest_step()
+    return (f'The last good checkpoint is step {step} in {self.ckpt.directory}'
+            if step is not None else f'No checkpoint was saved in {self.ckpt.directory}')
+
+  def check_loss(self, loss: float, step: int) -> None:
+    """Stops on a non-finite loss of `step` (computed with the parameters of step - 1)."""
+    if not np.isfinite(loss):
+      raise errors.NonFiniteLossError(
+          f'Non-finite loss ({loss}) at step {step}, computed with the parameters of step '
+          f'{step - 1}. {self.last_good()}; no later state was saved.')
+
+  def save(self, step: int, state, finite) -> None:
+    """Saves `state` (of `step`), whose loss has been checked finite, if its arrays are all
+    finite (`finite`: a flag computed on the device)."""
+    if not float(jax.device_get(finite)):
+      raise errors.NonFiniteLossError(
+          f'The state of step {step} holds non-finite parameters, EMA or optimizer moments '
+          f'(its loss was finite). {self.last_good()}; no later state was saved.')
+    self.ckpt.save(step, state, self.meta)
+
+  def verify_and_save(self, step: int, state, finite, loss: float) -> None:
+    """The final (or preempted) state: saved if `loss`, computed with its parameters by one
+    more step whose update is dropped, is finite."""
+    if not np.isfinite(loss):
+      raise errors.NonFiniteLossError(
+          f'Non-finite loss ({loss}) computed with the parameters of step {step}. '
+          f'{self.last_good()}; no later state was saved.')
+    self.save(step, state, finite)
+
+
+def all_finite(tree):
+  """True (a device scalar) when every floating-point array of `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def meta_of(config) -> dict:
   """The `meta` item of a stage config's checkpoints: what a reader needs to rebuild the network."""
   return {'stage': config.stage, 'model_type': config.model_type,
@@ -103,7 +152,6 @@ def refusal(where: str, differences) -> str:
   return f'{head} {count}: {listed}.'
 
 
-CheckpointError = errors.CheckpointError  # re-exported where it was first defined
 
 # Fields of meta['model'] that a run may change when it resumes: how the same network computes.
 RESUMABLE_MODEL_FIELDS = ('dtype', 'remat', 'dropout')
@@ -165,12 +213,12 @@ def read_meta(folder, step: int) -> dict:
   try:
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   except Exception as e:  # Orbax raises several kinds for a missing or corrupt item
-    raise CheckpointError(f'{folder}/{step}: cannot read its meta item ({e})') from e
+    raise errors.CheckpointError(f'{folder}/{step}: cannot read its meta item ({e})') from e
   finally:
     manager.close()
   for field in ('stage', 'model_type', 'model', 'diffusion'):
     if field not in meta:
-      raise CheckpointError(f'{folder}/{step}: its meta item has no {field!r} field')
+      raise errors.CheckpointError(f'{folder}/{step}: its meta item has no {field!r} field')
   return meta
 
 
@@ -186,14 +234,14 @@ def restore_params(folder, step: int, abstract_params, *, item: str = 'ema_param
   try:
     stored = manager.item_metadata(step)['state']
     if stored is None or item not in stored:
-      raise CheckpointError(f'{folder}/{step}: the state holds no {item!r}')
+      raise errors.CheckpointError(f'{folder}/{step}: the state holds no {item!r}')
     stored_shapes = {_name(p): tuple(m.shape) for p, m in
                      jax.tree_util.tree_flatten_with_path(stored[item])[0]}
     wanted = {_name(p): tuple(a.shape) for p, a in
               jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
     for name in sorted(wanted.keys() | stored_shapes.keys()):
       if wanted.get(name) != stored_shapes.get(name):
-        raise CheckpointError(
+        raise errors.CheckpointError(
             f'{folder}/{step}: parameter {item}/{name} has shape {stored_shapes.get(name)} in the '
             f'checkpoint but the network needs {wanted.get(name)} '
             f'({len(stored_shapes)} stored arrays, {len(wanted)} expected)')

@@ -3,7 +3,6 @@
 Run at the end of every `get_config` and again by `main` after command-line overrides.
 """
 
-import pathlib
 from typing import Sequence
 
 from diffbfr_jax import errors
@@ -11,11 +10,8 @@ from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
 
 
-ConfigError = errors.ConfigError  # re-exported where it was first defined
-
-
 def _fail(field: str, value, why: str):
-  raise ConfigError(f'config.{field}={value!r}: {why}')
+  raise errors.ConfigError(f'config.{field}={value!r}: {why}')
 
 
 def _check_common_unet(model, *, mults_field: str, attn_field: str, width_field: str):
@@ -82,13 +78,12 @@ def check_stage_config(config) -> None:
     _fail('data.source_size', data.source_size,
           f'the {data.degradation.kernel_size}-pixel blur kernel needs faces larger than '
           f'{data.degradation.kernel_size // 2} pixels (reflect padding).')
-  if data.get('irm1_pair', 'degrade_then_resize') not in ('degrade_then_resize',
-                                                          'resize_then_degrade'):
+  if data.irm1_pair not in ('degrade_then_resize', 'resize_then_degrade'):
     _fail('data.irm1_pair', data.irm1_pair, "expected 'degrade_then_resize' or "
           "'resize_then_degrade'.")
-  if data.get('condition', 'gt_down_up') not in ('gt_down_up', 'lq'):
+  if data.condition not in ('gt_down_up', 'lq'):
     _fail('data.condition', data.condition, "expected 'gt_down_up' or 'lq'.")
-  if data.get('degrade_on', 'host') not in ('host', 'device'):
+  if data.degrade_on not in ('host', 'device'):
     _fail('data.degrade_on', data.degrade_on, "expected 'host' (the tf.data pipeline) or "
           "'device' (in the train step).")
   sampling = config.sampling
@@ -107,7 +102,7 @@ def check_stage_config(config) -> None:
     grid = schedules.respace(schedules.make_schedule(**sched), sampling.respacing)
     steps = schedules.start_count(grid, sampling.start_step, sampling.start_grid)
   except ValueError as e:  # their messages name the value (respacing=..., start_step=...)
-    raise ConfigError(f'config.sampling: {e}') from None
+    raise errors.ConfigError(f'config.sampling: {e}') from None
   if steps == 0:
     _fail('sampling.start_step', sampling.start_step,
           f'no step of the respaced grid (respacing={sampling.respacing!r}) lies at or below it.')
@@ -125,7 +120,7 @@ def check_train_fields(train) -> None:
       _fail(f'train.{field}', train[field], 'must be a whole number of at least 0.')
   if train.preview_every and train.preview_count < 1:
     _fail('train.preview_count', train.preview_count, 'must be at least 1 with preview_every.')
-  profile = tuple(train.get('profile_steps', (0, 0)))
+  profile = tuple(train.profile_steps)
   if len(profile) != 2 or profile != (0, 0) and not 1 <= profile[0] <= profile[1]:
     _fail('train.profile_steps', profile, 'expected (first, last) steps with 1 <= first <= last, '
           'or (0, 0) for no trace.')
@@ -171,10 +166,3 @@ def check_data_source(config) -> None:
     _fail('data.source.tfds_name', source.tfds_name, "kind='tfds' needs a dataset name, e.g. "
           "'celeb_a_hq/512'.")
 
-
-def output_folder(config, workdir, what: str):
-  """`config.output_dir`, or the --workdir when it is empty; a ConfigError when both are."""
-  if not (config.output_dir or workdir):
-    raise ConfigError(f'config.output_dir is empty and no --workdir was given: say where {what} '
-                      'go')
-  return pathlib.Path(config.output_dir or workdir)

@@ -1,7 +1,7 @@
 r"""Entry point: `python -m diffbfr_jax.main --config=configs/<name>.py[:preset] --workdir=DIR`.
 
-The config's `job` field picks what runs: JOBS below maps each job to its module's
-`run(config, workdir)`. A mistake the user can make (errors.UserError) is printed as one
+The config's `job` field picks what runs: the module of that name in diffbfr_jax/jobs/, whose
+`run(config, workdir)` returns the job's summary (also written to its output folder). A mistake the user can make (errors.UserError) is printed as one
 `error: ...` line; anything else is a bug and keeps its traceback.
 
 The terminal shows each job's progress lines, warnings, errors and its result; the full log
@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import pathlib
+import pkgutil
 import re
 import sys
 import traceback
@@ -28,8 +29,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from diffbfr_jax import config_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
 from diffbfr_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from diffbfr_jax import jobs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from diffbfr_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from diffbfr_jax import paths  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -42,55 +43,39 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 
 
-# Every job: its name (config.job) -> the module whose `run(config, workdir)` does it. Imported
-# when run, so a job that needs no TensorFlow (summary, restore, evaluate) never imports it.
-JOBS = {
-    'summary': 'diffbfr_jax.summary',  # a stage network's parameter overview (configs/<stage>.py)
-    'train': 'diffbfr_jax.train',  # train a stage (configs/irm1.py, irm2.py, tem.py)
-    'convert': 'diffbfr_jax.convert.job',  # a stage checkpoint from published PyTorch weights
-    'make_test_set': 'diffbfr_jax.data.testset',  # a reproducible LQ/GT test set
-    'prepare': 'diffbfr_jax.data.prepared',  # a TFDS dataset from a folder of faces
-    'restore': 'diffbfr_jax.restore',  # a folder of faces through the cascade
-    'evaluate': 'diffbfr_jax.evaluate',  # PSNR, SSIM, LPIPS, NIQE and FID of restored faces
-    'sample': 'diffbfr_jax.sample',  # faces drawn from noise by TEM, with their FID
-    'clean': 'diffbfr_jax.clean',  # a training set restored into a new one, with a manifest
-    'iterate': 'diffbfr_jax.iterate',  # rounds of train -> clean -> train again, each scored
-    'longtail': 'diffbfr_jax.longtail',  # the paper's long-tail digits: DDPM against GAN
-    'demo': 'diffbfr_jax.demo',  # DiffBFR end to end on scikit-image's faces, on a CPU
-}
+def job_names() -> list:
+  """Every job's name: the modules of diffbfr_jax/jobs/ (the folder is the job table)."""
+  return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith('_'))
 
 
-# How each job runs on several processes (a TPU pod, a SLURM job): by default every process
-# takes part (training shards every batch; restore, sample and clean share the files out).
-# These run on process 0 only, the others waiting for them (work done once, whose outputs the
-# others may read: quick next to the cascade, or a dataset written once):
-ON_MAIN_PROCESS = ('summary', 'make_test_set', 'prepare', 'evaluate')
-# These are one-process CPU experiments and refuse several processes:
-ONE_PROCESS_ONLY = ('demo', 'longtail')
+def run(config, workdir) -> dict:
+  """Runs `config.job` (`diffbfr_jax.jobs.<job>.run`) and returns its summary; separate from
+  `main` so tests can call it without flags. Starts multi-host JAX and the compilation cache
+  first (`start`; nothing when `main` did already). Relative paths in `workdir` and in the
+  config's path fields are taken from the current folder. Each job checks its own config.
 
-
-def run(config, workdir):
-  """Runs `config.job` and returns what it returns (the trained state, the restore report);
-  separate from `main` so tests can call it without flags. Starts multi-host JAX and the
-  compilation cache first (`start`; nothing when `main` did already). Relative paths in
-  `workdir` and in the config's path fields are taken from the current folder. Each job checks
-  its own config."""
+  On several processes (a TPU pod, a SLURM job) a job's module says how it runs, by its
+  `PROCESSES`: 'all' (the default: every process takes part; training shards every batch,
+  restore, sample and clean share the files out), 'main' (process 0 runs it while the others
+  wait: work done once, whose outputs the others may read) or 'one' (a one-process experiment,
+  refused on several processes)."""
   job = config.get('job')
-  if job not in JOBS:
-    raise config_checks.ConfigError(f'config.job={job!r}: expected one of {sorted(JOBS)}')
+  if job not in job_names():
+    raise errors.ConfigError(f'config.job={job!r}: expected one of {job_names()}')
   config = config.copy_and_resolve_references()
   paths.make_absolute(config)
   start(config)
   workdir = paths.absolute(workdir or '')
-  if job in ONE_PROCESS_ONLY and parallel.is_multihost():
-    raise config_checks.ConfigError(
+  module = importlib.import_module(f'{jobs.__name__}.{job}')
+  processes = getattr(module, 'PROCESSES', 'all')
+  if processes == 'one' and parallel.is_multihost():
+    raise errors.ConfigError(
         f'config.job={job!r} runs in one process, and this run has '
         f'{parallel.process_count()}: run it on one host with '
         '--config.distributed.initialize=never')
-  job_run = importlib.import_module(JOBS[job]).run
-  if job in ON_MAIN_PROCESS:
-    return parallel.on_main_process(f'{job}: done', job_run, config, workdir)
-  return job_run(config, workdir)
+  if processes == 'main':
+    return parallel.on_main_process(f'{job}: done', module.run, config, workdir)
+  return module.run(config, workdir)
 
 
 def start(config) -> None:

@@ -86,12 +86,6 @@ def make_loss_fn(config, model, schedule):
   return loss_fn
 
 
-def _all_finite(tree):
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
                microbatches: int, lr_schedule):
   """One optimizer step on this device's batch `[B, ...]`, gradients averaged over devices.
@@ -132,8 +126,8 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
              'train/lr': lr_schedule(state.step)}
   metrics.update({f'train/{k}': v for k, v in aux.items()})
   metrics = jax.lax.pmean(metrics, parallel.AXIS)
-  metrics['state_finite'] = jax.lax.pmin(_all_finite(new_state).astype(jnp.float32),
-                                         parallel.AXIS)
+  finite = checkpointing.all_finite(new_state).astype(jnp.float32)
+  metrics['state_finite'] = jax.lax.pmin(finite, parallel.AXIS)
   return new_state, metrics
 
 
@@ -141,7 +135,7 @@ def example_builder(config):
   """What turns the pipeline's batches into the stage's examples: nothing for
   `config.data.degrade_on='host'`; for 'device', the degradation and resizes in JAX
   (`device_degradation.make_examples`), pmapped over the local devices."""
-  if config.data.get('degrade_on', 'host') != 'device':
+  if config.data.degrade_on != 'device':
     return lambda batch: batch
   options = device_degradation.options_from_config(config)
   return parallel.pmap_batch_fn(functools.partial(device_degradation.make_examples, **options))
@@ -158,16 +152,6 @@ def state_from_params(params, tx) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema_params=jax.tree_util.tree_map(jnp.copy, params),
                     opt_state=tx.init(params))
-
-
-NonFiniteLossError = errors.NonFiniteLossError  # re-exported where it was first defined
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """The train job: the stage config and its data source checked, then `train_and_evaluate`."""
-  config_checks.check_stage_config(config)
-  config_checks.check_data_source(config)
-  return train_and_evaluate(config, workdir, progress=True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -222,10 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   preview = _make_preview(config, model, schedule) if tc.preview_every else None
   pending, window_start, window_steps = [], time.perf_counter(), 0
 
-  def last_good():
-    step = ckpt.latest_step()
-    return (f'The last good checkpoint is step {step} in {ckpt.directory}' if step is not None
-            else f'No checkpoint was saved in {ckpt.directory}')
+  good = checkpointing.GoodStates(ckpt, meta)
 
   def flush(step):
     """Writes the pending steps' metrics (the last is of `step`); stops on a non-finite loss."""
@@ -234,11 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       return
     values = jax.device_get(pending)
     for offset, m in enumerate(values):
-      if not np.isfinite(m['train/loss']):
-        bad = step - len(values) + offset + 1
-        raise NonFiniteLossError(
-            f'Non-finite loss ({m["train/loss"]}) at step {bad}, computed with the parameters of '
-            f'step {bad - 1}. {last_good()}; no later state was saved.')
+      good.check_loss(m['train/loss'], step - len(values) + offset + 1)
     summary = {k: float(np.mean([m[k] for m in values])) for k in values[0]
                if k != 'state_finite'}
     seconds = time.perf_counter() - window_start
@@ -252,24 +229,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f'{summary["train/steps_per_sec"]:.3g} steps/s', flush=True)
     pending, window_start, window_steps = [], time.perf_counter(), 0
 
-  def save(step, good_state, finite):
-    """Saves `good_state` (of `step`) once the loss computed with it has been flushed finite."""
-    if not float(jax.device_get(finite)):
-      raise NonFiniteLossError(
-          f'The state of step {step} holds non-finite parameters, EMA or optimizer moments '
-          f'(its loss was finite). {last_good()}; no later state was saved.')
-    ckpt.save(step, good_state, meta)
-
   def verify_and_save(step, good_state, finite):
     """The final (or preempted) state: one more step, compiled already, computes its loss (its
     update is dropped); the state is saved if that loss is finite."""
     _, check = step_fn(good_state, next_batch(), train_key)
-    loss = float(jax.device_get(check['train/loss']))
-    if not np.isfinite(loss):
-      raise NonFiniteLossError(
-          f'Non-finite loss ({loss}) computed with the parameters of step {step}. '
-          f'{last_good()}; no later state was saved.')
-    save(step, good_state, finite)
+    good.verify_and_save(step, good_state, finite, float(jax.device_get(check['train/loss'])))
 
   stop = _StopSignal(multihost=parallel.is_multihost(), manager=ckpt.manager)
   due = None  # (step, state, finite) of a checkpoint waiting for the next step's loss
@@ -297,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         report(done)
         if due is not None:  # this step's loss used the due state's parameters
           flush(done)
-          save(*due)
+          good.save(*due)
           due = None
         finite = metrics['state_finite']
         state = new_state

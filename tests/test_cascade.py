@@ -12,7 +12,7 @@ import pytest
 
 from configs import cascade as cascade_config
 from diffbfr_jax import cascade
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 
 # preset: {stage: (network evaluations, first training step denoised)} (Table 2 rows and fast)
 EXPECTED = {

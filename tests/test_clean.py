@@ -13,7 +13,7 @@ from configs import clean as clean_config
 from configs import iterate as iterate_config
 from diffbfr_jax import checkpointing
 from diffbfr_jax import main
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
 from tests import processes
@@ -52,7 +52,7 @@ def _config(smoke_run, input_dir, **fields):
 
 def test_clean_writes_the_restore_jobs_faces_and_a_manifest(smoke_run, faces, tmp_path, capsys):
   before = _digest(faces)
-  manifest = main.run(_config(smoke_run, faces), str(tmp_path / 'cleaned'))
+  summary = main.run(_config(smoke_run, faces), str(tmp_path / 'cleaned'))
   assert _digest(faces) == before  # the originals are only read
 
   # The same faces from the restore job (TEM alone, the same chain and seed), another batch.
@@ -68,8 +68,10 @@ def test_clean_writes_the_restore_jobs_faces_and_a_manifest(smoke_run, faces, tm
     a, b = _read(images / name).astype(int), _read(tmp_path / 'restored' / name).astype(int)
     assert np.abs(a - b).max() <= 1, name  # equal up to float summation order
 
-  saved = json.loads((tmp_path / 'cleaned' / 'manifest.json').read_text())
-  assert saved == manifest
+  manifest = json.loads((tmp_path / 'cleaned' / 'manifest.json').read_text())
+  assert summary == {**{k: v for k, v in manifest.items() if k != 'images'},
+                     'manifest': 'manifest.json'}
+  assert json.loads((tmp_path / 'cleaned' / 'summary.json').read_text()) == summary
   assert manifest['counts'] == {'images': 5, 'cleaned': 4, 'kept_as_read': 0, 'skipped': 1}
   assert manifest['seed'] == 0 and manifest['selection'] == {'rule': 'all'}
   (stage,) = manifest['stages']
@@ -109,7 +111,8 @@ def test_niqe_selection_resume_and_changed_settings(smoke_run, tmp_path, rng):
   threshold = float(np.median(list(scores.values())))
   out = tmp_path / 'cleaned'
   first = main.run(_config(smoke_run, folder, select='niqe', niqe_threshold=threshold), str(out))
-  for record in first['images']:
+  first_images = json.loads((out / 'manifest.json').read_text())['images']
+  for record in first_images:
     assert record['niqe'] == pytest.approx(scores[record['name']], abs=1e-9)
     assert record['cleaned'] == (scores[record['name']] > threshold)
     if not record['cleaned']:  # written as the cascade would have read it, lpips not recorded
@@ -124,13 +127,14 @@ def test_niqe_selection_resume_and_changed_settings(smoke_run, tmp_path, rng):
   lines = log.read_text().splitlines()
   log.write_text('\n'.join(lines[:2]) + '\n{"cut')
   kept = {json.loads(line)['output'] for line in lines[:2]}
-  for record in first['images']:
+  for record in first_images:
     if record['output'] not in kept:
       (out / 'images' / record['output']).unlink()
   stamps = {name: (out / 'images' / name).stat().st_mtime_ns for name in kept}
   again = main.run(_config(smoke_run, folder, select='niqe', niqe_threshold=threshold), str(out))
   assert {name: (out / 'images' / name).stat().st_mtime_ns for name in kept} == stamps
   assert again == first
+  assert json.loads((out / 'manifest.json').read_text())['images'] == first_images
 
   with pytest.raises(ConfigError, match=r'seed: 0 before, 1 now'):
     main.run(_config(smoke_run, folder, select='niqe', niqe_threshold=threshold, seed=1),
@@ -166,7 +170,9 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
   config.update(num_samples=2, batch_size=8)
   config.start_from.tem = str(smoke_run('tem'))  # round 0: trained already (4 steps)
   root = tmp_path / 'loop'
-  rows = main.run(config, str(root))
+  summary = main.run(config, str(root))
+  rows = summary['rounds']
+  assert json.loads((root / 'summary.json').read_text()) == summary
   assert [row['round'] for row in rows] == [0, 1]
   assert rows[0]['checkpoints'] == {'tem': str(smoke_run('tem'))}
   assert rows[1]['faces_dir'] == str(root / 'round_0' / 'cleaned' / 'images')
@@ -182,13 +188,13 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
     means = json.loads((out / 'eval' / 'summary.json').read_text())['means']
     assert means['psnr'] == row['psnr'] and means['ssim'] == row['ssim']
     assert json.loads((out / 'samples' / 'summary.json').read_text())['fid'] == row['fid_samples']
-    assert len(list((out / 'restored').iterdir())) == 21  # the bundled held-out faces
+    assert len(list((out / 'restored').glob('*.png'))) == 21  # the bundled held-out faces
     assert f'| {row["round"]} | ' in (out / 'table.md').read_text()
   assert (root / 'table.md').read_text().count('\n') == 4
   capsys.readouterr()
   without_time = lambda rows: [{k: v for k, v in row.items() if k != 'seconds_this_run'}
                                 for row in rows]
-  assert without_time(main.run(config, str(root))) == without_time(rows)
+  assert without_time(main.run(config, str(root))['rounds']) == without_time(rows)
   again = capsys.readouterr().out
   assert 'round 0, tem: trained already, step 4' in again
   assert 'round 1, tem: trained already (6 steps)' in again
@@ -200,7 +206,7 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
       *processes.flags({'num_samples': 2, 'batch_size': 8,
                         'start_from': {'tem': smoke_run('tem')}}))
   processes.ok(results)
-  two = json.loads((tmp_path / 'two' / 'results.json').read_text())['rounds']
+  two = json.loads((tmp_path / 'two' / 'summary.json').read_text())['rounds']
   assert [row['round'] for row in two] == [0, 1]
   for a, b in zip(rows, two):
     assert (a['moved'] is None) == (b['moved'] is None)
@@ -214,11 +220,12 @@ def test_iterate_trains_cleans_and_trains_again(smoke_run, tmp_path, capsys):
 
 def test_iterate_keeps_each_stages_checkpoint_period():
   from configs import tem as tem_config  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax import iterate  # pylint: disable=g-import-not-at-top
-  paper = iterate.stage_config(iterate_config.get_config(), 'tem', 'faces', 0)
+  from diffbfr_jax import rounds  # pylint: disable=g-import-not-at-top
+  files = rounds.ConfigFiles('configs')
+  paper = rounds.stage_config(files, 'tem', seed=0, faces='faces')
   assert paper.train.num_steps == tem_config.get_config().train.num_steps == 500_000
   assert paper.train.checkpoint_every == tem_config.get_config().train.checkpoint_every == 5000
-  short = iterate.stage_config(iterate_config.get_config(), 'tem', 'faces', 300)
+  short = rounds.stage_config(files, 'tem', seed=0, steps=300, faces='faces')
   assert short.train.checkpoint_every == 300  # at most the round's steps
 
 
@@ -237,11 +244,11 @@ def test_an_iterate_rerun_with_other_settings_scores_again(smoke_run, tmp_path, 
   config.update(rounds=0, num_samples=2, batch_size=8)
   config.start_from.tem = str(smoke_run('tem'))
   root = tmp_path / 'loop'
-  first = main.run(config, str(root))[0]
+  first = main.run(config, str(root))['rounds'][0]
   assert first['steps'] == {'tem': 4} and 'ssim' in first
   config.update(metrics=('psnr',), num_samples=3, test_seed=1)
   capsys.readouterr()
-  second = main.run(config, str(root))[0]
+  second = main.run(config, str(root))['rounds'][0]
   out = capsys.readouterr().out
   assert 'the test set in' in out and 'the scores in' in out and 'the samples in' in out
   assert json.loads((root / 'test_set' / 'manifest.json').read_text())['seed'] == 1
@@ -251,7 +258,7 @@ def test_an_iterate_rerun_with_other_settings_scores_again(smoke_run, tmp_path, 
   assert second['psnr'] != pytest.approx(first['psnr'], abs=1e-3)  # another test set
   assert json.loads((root / 'round_0' / 'samples' / 'summary.json').read_text())['count'] == 3
   # The same settings again: nothing is made twice.
-  assert main.run(config, str(root))[0]['psnr'] == second['psnr']
+  assert main.run(config, str(root))['rounds'][0]['psnr'] == second['psnr']
   assert 'Restored' not in capsys.readouterr().out
 
 

@@ -6,7 +6,8 @@ from configs import irm1
 from configs import irm2
 from configs import tem
 from diffbfr_jax import config_checks
-from diffbfr_jax import summary
+from diffbfr_jax import errors
+from diffbfr_jax import models
 
 STAGES = {'irm1': irm1.get_config, 'irm2': irm2.get_config, 'tem': tem.get_config}
 
@@ -16,8 +17,8 @@ STAGES = {'irm1': irm1.get_config, 'irm2': irm2.get_config, 'tem': tem.get_confi
 def test_every_preset_builds_its_network(stage, preset):
   config = STAGES[stage](preset)
   assert config.stage == stage
-  params = summary.abstract_params(config)  # config.model is exactly the constructor's kwargs
-  assert summary.count_params(params) > 0
+  params = models.abstract_params(config)  # config.model is exactly the constructor's kwargs
+  assert models.count_params(params) > 0
 
 
 def test_table6_fields():
@@ -53,7 +54,7 @@ def test_bad_irm1_values_fail_by_field(field, value, message):
   config = irm1.get_config()
   section, _, name = field.rpartition('.')
   (config[section] if section else config)[name] = value
-  with pytest.raises(config_checks.ConfigError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     config_checks.check_stage_config(config)
 
 
@@ -65,7 +66,7 @@ def test_bad_irm1_values_fail_by_field(field, value, message):
 def test_bad_tem_values_fail_by_field(field, value, message):
   config = tem.get_config()
   config.model[field] = value
-  with pytest.raises(config_checks.ConfigError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     config_checks.check_stage_config(config)
 
 

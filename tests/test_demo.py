@@ -12,7 +12,7 @@ from skimage import metrics as skmetrics
 from configs import demo as demo_config
 from configs import tem
 from diffbfr_jax import main
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.metrics import lpips
 
 
@@ -39,10 +39,11 @@ def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
   config.networks = 'smoke'
   config.steps.update(irm1=5, irm2=4, tem=4)  # IRM-1 trains one more step, the others are done
   config.num_samples = 2
-  results = main.run(config, str(tmp_path))
+  summary = main.run(config, str(tmp_path))
+  results = summary['results']
   out = capsys.readouterr().out
-  assert '[1/3] irm1: training 1 steps of batch 2' in out
-  assert '[2/3] irm2: already trained (4 steps)' in out
+  assert '[1/3] irm1: training steps 4..5, batch 2 at 16x16, on bundled' in out
+  assert '[2/3] irm2: trained already (4 steps)' in out
   assert 'TEM-w (DiffBFR): 100 + 50 + 25 network evaluations per face, 21 faces x 2' in out
   assert '| held-out faces (32x32) | PSNR (dB) | SSIM | LPIPS |' in out
 
@@ -87,8 +88,8 @@ def test_demo_runs_end_to_end_on_smoke_networks(smoke_runs, tmp_path, capsys):
   # The mean column is exactly the image the mean row scores.
   mean = np.stack([grid[128 * i:128 * (i + 1):4, -256:-128:4] for i in range(21)])
   np.testing.assert_array_equal(mean, expected[row + 'tem = output, mean of 2'])
-  saved = json.loads((tmp_path / 'results.json').read_text())
-  assert saved['results'] == results and saved['rows'] == ['tem_w'] and saved['num_samples'] == 2
+  saved = json.loads((tmp_path / 'summary.json').read_text())
+  assert saved == summary and saved['rows'] == ['tem_w'] and saved['num_samples'] == 2
 
 
 @pytest.mark.parametrize('field, value, message', [

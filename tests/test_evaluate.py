@@ -11,7 +11,7 @@ from skimage import metrics as skm
 
 from configs import evaluate as evaluate_config
 from diffbfr_jax import main
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.metrics import niqe
 
 
@@ -89,7 +89,7 @@ def test_unknown_metrics_are_named(folders, tmp_path):
 def test_files_that_share_a_stem_are_paired_each_with_its_own(tmp_path):
   """x.jpg and x.png on both sides are two faces (x_jpg, x_png), as the other jobs name them;
   pairing by stem alone kept one of them and dropped the other without a word."""
-  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.jobs import evaluate  # pylint: disable=g-import-not-at-top
   for side in ('restored', 'gt'):
     (tmp_path / side).mkdir()
     for suffix in ('jpg', 'png'):

@@ -4,18 +4,20 @@ import subprocess
 import sys
 
 _TENSORFLOW_FREE = [
-    'diffbfr_jax.main', 'diffbfr_jax.models', 'diffbfr_jax.summary', 'diffbfr_jax.diffusion.samplers',
+    'diffbfr_jax.main', 'diffbfr_jax.models', 'diffbfr_jax.jobs.summary', 'diffbfr_jax.diffusion.samplers',
     'diffbfr_jax.diffusion.losses', 'diffbfr_jax.benchmarks.chain_overhead',
     'diffbfr_jax.benchmarks.train_step', 'diffbfr_jax.benchmarks.peer', 'diffbfr_jax.train',
     'diffbfr_jax.cascade', 'diffbfr_jax.benchmarks.accelerator',
     'diffbfr_jax.benchmarks.compile_for', 'diffbfr_jax.benchmarks.feeding',
-    'diffbfr_jax.restore', 'diffbfr_jax.benchmarks.cascade', 'diffbfr_jax.evaluate',
+    'diffbfr_jax.jobs.restore', 'diffbfr_jax.benchmarks.cascade', 'diffbfr_jax.jobs.evaluate',
     'diffbfr_jax.metrics.psnr_ssim', 'diffbfr_jax.metrics.lpips', 'diffbfr_jax.metrics.niqe',
     'diffbfr_jax.metrics.inception', 'diffbfr_jax.metrics.fid',
     'diffbfr_jax.benchmarks.metrics', 'configs.irm1', 'configs.irm2', 'configs.tem',
     'configs.cascade', 'configs.evaluate', 'diffbfr_jax.data.device_degradation',
-    'diffbfr_jax.sample', 'configs.sample', 'diffbfr_jax.clean', 'configs.clean',
-    'diffbfr_jax.iterate', 'configs.iterate', 'diffbfr_jax.longtail', 'configs.longtail',
+    'diffbfr_jax.jobs.sample', 'configs.sample', 'diffbfr_jax.jobs.clean', 'configs.clean',
+    'diffbfr_jax.jobs.iterate', 'configs.iterate', 'diffbfr_jax.jobs.longtail', 'configs.longtail',
+    'diffbfr_jax.jobs.train', 'diffbfr_jax.jobs.convert', 'diffbfr_jax.jobs.demo',
+    'diffbfr_jax.jobs.make_test_set', 'diffbfr_jax.jobs.prepare', 'diffbfr_jax.rounds',
 ]
 
 

@@ -10,21 +10,26 @@ from PIL import Image
 from sklearn import datasets
 
 from configs import longtail as longtail_config
+from diffbfr_jax import checkpointing
 from diffbfr_jax import errors
-from diffbfr_jax import longtail
 from diffbfr_jax import main
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.longtail import ddpm
+from diffbfr_jax.longtail import digits
+from diffbfr_jax.longtail import gan
+from diffbfr_jax.longtail import training
+from diffbfr_jax.models import gan as gan_models
+from diffbfr_jax.errors import ConfigError
 
 
 def test_the_long_tailed_set_keeps_the_stated_fraction_of_every_class():
   keep = (1.0, 1.0, 0.5, 0.35, 0.25, 0.15, 0.1, 0.07, 0.05, 0.03)
-  data = longtail.digits(seed=3, held_out=0.25, keep=keep)
+  data = digits.digits(seed=3, held_out=0.25, keep=keep)
   counts = np.bincount(datasets.load_digits().target, minlength=10)  # 178, 182, 177, ...
   held = np.round(0.25 * counts).astype(int)
   expected = np.maximum(1, np.round(np.array(keep) * (counts - held)).astype(int))
-  np.testing.assert_array_equal(longtail.histogram(data['held_out'][1]), held)
-  np.testing.assert_array_equal(longtail.histogram(data['train'][1]), counts - held)
-  np.testing.assert_array_equal(longtail.histogram(data['long_tail'][1]), expected)
+  np.testing.assert_array_equal(digits.histogram(data['held_out'][1]), held)
+  np.testing.assert_array_equal(digits.histogram(data['train'][1]), counts - held)
+  np.testing.assert_array_equal(digits.histogram(data['long_tail'][1]), expected)
   # The long-tailed digits are training digits, none held out; pixels on [-1, 1].
   train = {x.tobytes() for x in data['train'][0]}
   assert all(x.tobytes() in train for x in data['long_tail'][0])
@@ -34,7 +39,7 @@ def test_the_long_tailed_set_keeps_the_stated_fraction_of_every_class():
 def test_the_gan_losses_are_the_standard_non_saturating_ones():
   real = np.array([2.0, -1.0, 0.5, 3.0])
   fake = np.array([-2.0, 0.3, 1.0, -0.5])
-  d_loss, g_loss = longtail.gan_losses(jnp.asarray(real), jnp.asarray(fake))
+  d_loss, g_loss = gan.gan_losses(jnp.asarray(real), jnp.asarray(fake))
   sigmoid = lambda x: 1 / (1 + np.exp(-x))
   np.testing.assert_allclose(d_loss, -np.mean(np.log(sigmoid(real)))
                              - np.mean(np.log(1 - sigmoid(fake))), rtol=1e-6)
@@ -43,13 +48,13 @@ def test_the_gan_losses_are_the_standard_non_saturating_ones():
 
 def test_the_gan_samples_with_the_running_statistics():
   config = longtail_config.get_config('smoke')
-  init, step, sample = longtail.make_gan(config)
-  images = jnp.asarray(longtail.digits(0, 0.25, config.keep)['long_tail'][0])
+  init, step, sample = gan.make_gan(config)
+  images = jnp.asarray(digits.digits(0, 0.25, config.keep)['long_tail'][0])
   state, _ = jax.jit(step)(init(jax.random.key(0)), images, jax.random.key(1))
   both = sample(state, jax.random.key(2), 5)
   # Each sample depends on its own latent only (no batch statistics at sampling).
   z = jax.random.normal(jax.random.key(2), (5, config.gan.latent))
-  single = longtail.Generator(config.gan.width, config.gan.hidden).apply(
+  single = gan_models.Generator(config.gan.width, config.gan.hidden).apply(
       {'params': state['g'], 'batch_stats': state['g_stats']}, z[:1])
   np.testing.assert_allclose(both[:1], single, atol=1e-6)
   assert both.shape == (5, 8, 8, 1)
@@ -59,12 +64,12 @@ def test_the_gan_samples_with_the_running_statistics():
 
 def test_a_resumed_training_equals_an_uninterrupted_one(tmp_path):
   config = longtail_config.get_config('smoke')
-  init, step, _ = longtail.make_gan(config)
-  images = jnp.asarray(longtail.digits(0, 0.25, config.keep)['long_tail'][0])
+  init, step, _ = gan.make_gan(config)
+  images = jnp.asarray(digits.digits(0, 0.25, config.keep)['long_tail'][0])
   key = jax.random.key(7)
-  straight = longtail.train('gan', tmp_path / 'a', init, step, images, key, 6, 6)
-  longtail.train('gan', tmp_path / 'b', init, step, images, key, 2, 2)  # a stop at step 2
-  resumed = longtail.train('gan', tmp_path / 'b', init, step, images, key, 6, 2)
+  straight = training.train('gan', tmp_path / 'a', init, step, images, key, 6, 6, meta={})
+  training.train('gan', tmp_path / 'b', init, step, images, key, 2, 2, meta={})  # stop at 2
+  resumed = training.train('gan', tmp_path / 'b', init, step, images, key, 6, 2, meta={})
   assert int(resumed['step']) == 6
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
@@ -76,8 +81,8 @@ def test_the_job_prints_the_histograms_and_writes_the_grids(tmp_path, capsys):
   histograms = results['histograms']
   assert list(histograms) == ['training set (long-tailed)', 'DDPM samples', 'GAN samples']
   assert sum(histograms['DDPM samples']) == sum(histograms['GAN samples']) == 40
-  assert histograms['training set (long-tailed)'] == longtail.histogram(
-      longtail.digits(0, 0.25, longtail_config.get_config().keep)['long_tail'][1]).tolist()
+  assert histograms['training set (long-tailed)'] == digits.histogram(
+      digits.digits(0, 0.25, longtail_config.get_config().keep)['long_tail'][1]).tolist()
   # SVC on scikit-learn's digits: about 0.97-0.99 in scikit-learn's own example.
   assert results['classifier_accuracy'] > 0.95
   assert f'accuracy on 450 held-out digits: {results["classifier_accuracy"]:.4f}' in out
@@ -87,7 +92,7 @@ def test_the_job_prints_the_histograms_and_writes_the_grids(tmp_path, capsys):
     assert samples.shape == (40, 8, 8, 1) and np.abs(samples).max() <= 1.0 + 1e-6
     grid = np.asarray(Image.open(tmp_path / f'samples_{name}.png'))
     assert grid.shape == (4 * 37, 4 * 37)  # 16 samples in rows of 4, 9 px a cell, 4x
-  assert json.loads((tmp_path / 'results.json').read_text())['histograms'] == histograms
+  assert json.loads((tmp_path / 'summary.json').read_text())['histograms'] == histograms
   train = np.array(histograms['training set (long-tailed)']) / 471
   for name in ('DDPM samples', 'GAN samples'):
     expected = 0.5 * np.abs(np.array(histograms[name]) / 40 - train).sum()
@@ -112,8 +117,8 @@ def test_config_errors(field, value, message, tmp_path):
 
 def test_the_ddpm_trains_with_its_dropout():
   config = longtail_config.get_config('smoke')
-  images = jnp.asarray(longtail.digits(0, 0.25, config.keep)['long_tail'][0])
-  init, step, _, _ = longtail.make_ddpm(config)
+  images = jnp.asarray(digits.digits(0, 0.25, config.keep)['long_tail'][0])
+  init, step, _, _ = ddpm.make_ddpm(config)
   state = init(jax.random.key(0))
   # The residual blocks' last convolutions start at zero, which would hide any dropout: move
   # every parameter a little.
@@ -123,7 +128,7 @@ def test_the_ddpm_trains_with_its_dropout():
   losses_ = []
   for rate in (0.0, 0.5):
     config.ddpm.model.dropout = rate
-    _, step, _, _ = longtail.make_ddpm(config)
+    _, step, _, _ = ddpm.make_ddpm(config)
     losses_.append(float(jax.jit(step)(state, images, jax.random.key(1))[1]['loss']))
   # The same parameters, batch and noise: only the dropout masks differ.
   assert losses_[0] != pytest.approx(losses_[1], rel=1e-4)
@@ -131,11 +136,30 @@ def test_the_ddpm_trains_with_its_dropout():
 
 def test_a_non_finite_loss_stops_with_one_error_naming_the_checkpoint(tmp_path):
   config = longtail_config.get_config('smoke')
-  init, step, _ = longtail.make_gan(config)
+  init, step, _ = gan.make_gan(config)
   nan = jnp.full((16, 8, 8, 1), jnp.nan)
-  with pytest.raises(errors.NonFiniteLossError, match='non-finite loss at step 2') as e:
-    longtail.train('gan', tmp_path / 'gan', init, step, nan, jax.random.key(0), 4, 2)
+  with pytest.raises(errors.NonFiniteLossError, match=r'Non-finite loss \(nan\) at step 1, '
+                     r'computed with the parameters of step 0. No checkpoint was saved') as e:
+    training.train('gan', tmp_path / 'gan', init, step, nan, jax.random.key(0), 4, 2, meta={})
   assert isinstance(e.value, errors.UserError)  # main prints it as one error: line
+
+
+def test_only_states_whose_next_loss_is_finite_are_saved(tmp_path):
+  """The project's good-state rule: the state of step 2 is not saved, as the loss computed with
+  its parameters (step 3's) is not finite; step 1's is the last good checkpoint."""
+  config = longtail_config.get_config('smoke')
+  init, step, _ = gan.make_gan(config)
+
+  def breaks_at_step_3(state, images, key):
+    new, metrics = step(state, images, key)
+    return new, {k: jnp.where(state['step'] >= 2, jnp.nan, v) for k, v in metrics.items()}
+
+  images = jnp.asarray(digits.digits(0, 0.25, config.keep)['long_tail'][0])
+  with pytest.raises(errors.NonFiniteLossError, match=r'at step 3, computed with the parameters '
+                     r'of step 2. The last good checkpoint is step 1 in '):
+    training.train('gan', tmp_path / 'gan', init, breaks_at_step_3, images, jax.random.key(0),
+                   6, 1, meta={})
+  assert checkpointing.find(tmp_path / 'gan')[1] == 1
 
 
 def test_a_rerun_with_another_set_or_model_is_refused_and_more_steps_train_on(tmp_path):

@@ -194,7 +194,8 @@ def _clean_fields(smoke_run, faces):
 
 def test_clean_on_two_processes_writes_one_processs_manifest(smoke_run, faces, tmp_path):
   fields = _clean_fields(smoke_run, faces)
-  one = main.run(processes.set_fields(clean_config.get_config('tem,smoke'), fields), str(tmp_path / 'one'))
+  main.run(processes.set_fields(clean_config.get_config('tem,smoke'), fields), str(tmp_path / 'one'))
+  one = json.loads((tmp_path / 'one' / 'manifest.json').read_text())
   results, _ = processes.two_processes('--config=configs/clean.py:tem,smoke',
                               f'--workdir={tmp_path / "two"}', *processes.flags(fields))
   processes.ok(results)

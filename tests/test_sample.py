@@ -9,7 +9,7 @@ from PIL import Image
 from configs import sample as sample_config
 from diffbfr_jax import errors
 from diffbfr_jax import main
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from tests import processes
 
 

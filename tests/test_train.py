@@ -18,6 +18,7 @@ from configs import irm1
 from configs import irm2
 from configs import tem
 from diffbfr_jax import checkpointing
+from diffbfr_jax import errors
 from diffbfr_jax import train
 
 
@@ -95,7 +96,7 @@ def test_a_state_that_breaks_is_never_saved_and_never_pushes_a_good_one_out(tmp_
   monkeypatch.setattr(train, 'make_loss_fn', poisoned)
   message = (r'at step 4, computed with the parameters of step 3' if num_steps == 6 else
              r'computed with the parameters of step 3')
-  with pytest.raises(train.NonFiniteLossError,
+  with pytest.raises(errors.NonFiniteLossError,
                      match=message + r'\. The last good checkpoint is step 2 in .*checkpoints'):
     _run(tmp_path, num_steps, checkpoint_every=1, keep_checkpoints=1, log_every=100)
   monkeypatch.undo()
@@ -200,7 +201,7 @@ def test_resuming_a_checkpoint_of_another_network_or_diffusion_stops_listing_eac
     config = irm2.get_config('smoke')
     change(config)
   config.train.num_steps = 3
-  with pytest.raises(checkpointing.CheckpointError) as e:
+  with pytest.raises(errors.CheckpointError) as e:
     train.train_and_evaluate(config, str(workdir))
   for field in listed:
     assert re.search(field, str(e.value)), str(e.value)

@@ -353,11 +353,16 @@ def _versions() -> dict:
   return versions
 
 
-def _write(path: pathlib.Path, results: dict) -> None:
-  add_utilisation(results)
+def write_results(path: pathlib.Path, results: dict) -> None:
+  """`results` as JSON into `path`, replaced whole (a crash never leaves half a file)."""
   tmp = path.with_suffix(path.suffix + '.tmp')
   tmp.write_text(json.dumps(results, indent=1) + '\n')
   os.replace(tmp, path)
+
+
+def _write(path: pathlib.Path, results: dict) -> None:
+  add_utilisation(results)
+  write_results(path, results)
 
 
 def _measure(task: dict) -> dict:
@@ -391,6 +396,33 @@ def device_conflict(before, now) -> str:
     return ''
   return (f"its rows were measured on {before['count']} x {before['kind']}, this run has "
           f"{now['count']} x {now['kind']}")
+
+
+def run_tasks(todo: list, results: dict, out: pathlib.Path, *, what: str, measure, key, write,
+              report, accept=None) -> None:
+  """The runs of this benchmark and compile_for: `measure(task)` for each task of `todo`, with a
+  progress line each (`key(task)` names it). A row with an 'error' goes to results['errors'],
+  any other, after `accept(row)`, to results[row['kind']]; `write(out, results)` after each.
+  Then prints `report(results)` and exits with status 1 when a task failed."""
+  print(f'{len(todo)} {what}, each in its own process; results in {out}', flush=True)
+  for i, task in enumerate(todo, 1):
+    t0 = time.perf_counter()
+    row = measure(task)
+    if 'error' in row:
+      results['errors'].append(row)
+      print(f'[{i}/{len(todo)}] {key(task)}: FAILED after {time.perf_counter() - t0:.0f} s: '
+            f"{row['error'].splitlines()[-1] if row['error'] else ''}", flush=True)
+    else:
+      if accept is not None:
+        accept(row)
+      results[row['kind']].append(row)
+      print(f'[{i}/{len(todo)}] {key(task)}: done in {time.perf_counter() - t0:.0f} s',
+            flush=True)
+    write(out, results)
+  write(out, results)
+  print(report(results))
+  if results['errors']:
+    sys.exit(1)
 
 
 def _fresh(settings: dict) -> dict:
@@ -493,37 +525,26 @@ def main(argv):
   results.setdefault('degrade', [])  # a file from before the degrade measurement
   done = {_key(r) for kind in ('train', 'chain', 'degrade', 'cascade') for r in results[kind]}
   todo = [t for t in tasks(FLAGS.stages, remats, FLAGS.cascades) if _key(t) not in done]
-  print(f'{len(todo)} measurements to make, each in its own process; results in {out}',
-        flush=True)
-  for i, task in enumerate(todo, 1):
-    t0 = time.perf_counter()
-    row = _measure(task)
-    if 'error' not in row and device_conflict(results['device'], row['device']):
-      print(f"error: --out={out} --resume: {device_conflict(results['device'], row['device'])}; "
-            'give another --out', file=sys.stderr)
+
+  def accept(row):  # every row from one device; the first names it and its peak
+    conflict = device_conflict(results['device'], row['device'])
+    if conflict:
+      print(f'error: --out={out} --resume: {conflict}; give another --out', file=sys.stderr)
       sys.exit(2)
-    if 'error' in row:
-      results['errors'].append(row)
-      print(f'[{i}/{len(todo)}] {_key(task)}: FAILED after {time.perf_counter() - t0:.0f} s: '
-            f"{row['error'].splitlines()[-1] if row['error'] else ''}", flush=True)
-    else:
-      device = row.pop('device')
-      if results['device'] is None:
-        results['device'] = device
-        peak, source = peak_tflops(device['kind'], FLAGS.dtype, FLAGS.peak_tflops)
-        results['settings'].update(peak_tflops=peak, peak_source=source)
-      results[row['kind']].append(row)
-      print(f'[{i}/{len(todo)}] {_key(task)}: done in {time.perf_counter() - t0:.0f} s',
-            flush=True)
-    _write(out, results)
-  _write(out, results)
-  device = results['device'] or {}
-  print(f"\ndevice: {device.get('kind')} x {device.get('count')}  dtype: {FLAGS.dtype}  "
-        f"size: {FLAGS.size or 'paper'}  peak: {results['settings']['peak_tflops']} TFLOP/s "
-        f"({results['settings']['peak_source']})\n")
-  print(table(results))
-  if results['errors']:
-    sys.exit(1)
+    device = row.pop('device')
+    if results['device'] is None:
+      results['device'] = device
+      peak, source = peak_tflops(device['kind'], FLAGS.dtype, FLAGS.peak_tflops)
+      results['settings'].update(peak_tflops=peak, peak_source=source)
+
+  def report(finished):
+    device, settings = finished['device'] or {}, finished['settings']
+    return (f"\ndevice: {device.get('kind')} x {device.get('count')}  dtype: {FLAGS.dtype}  "
+            f"size: {FLAGS.size or 'paper'}  peak: {settings['peak_tflops']} TFLOP/s "
+            f"({settings['peak_source']})\n\n{table(finished)}")
+
+  run_tasks(todo, results, out, what='measurements to make', measure=_measure, key=_key,
+            write=_write, report=report, accept=accept)
 
 
 if __name__ == '__main__':

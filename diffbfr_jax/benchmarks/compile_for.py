@@ -900,12 +900,6 @@ def _define_flags():
   flags.DEFINE_string('task', '', 'Internal: the one row this process compiles (JSON).')
 
 
-def _write(path: pathlib.Path, results: dict) -> None:
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(results, indent=1) + '\n')
-  os.replace(tmp, path)
-
-
 def _check_flags() -> list:
   """The run's rows, after every flag and the installed compilers are checked."""
   if not FLAGS.out:
@@ -963,23 +957,9 @@ def main(argv):
                    versions=versions(), train=[], chain=[], errors=[])
   done = {key(r) for kind in ('train', 'chain') for r in results[kind]}
   todo = [t for t in todo if key(t) not in done]
-  print(f'{len(todo)} rows to compile, each in its own process; results in {out}', flush=True)
-  for i, task in enumerate(todo, 1):
-    t0 = time.perf_counter()
-    row = _run_worker(task) if FLAGS.isolate else _run_here(task)
-    if 'error' in row:
-      results['errors'].append(row)
-      print(f'[{i}/{len(todo)}] {key(task)}: FAILED after {time.perf_counter() - t0:.0f} s: '
-            f"{row['error'].splitlines()[-1] if row['error'] else ''}", flush=True)
-    else:
-      results[row['kind']].append(row)
-      print(f'[{i}/{len(todo)}] {key(task)}: done in {time.perf_counter() - t0:.0f} s',
-            flush=True)
-    _write(out, results)
-  _write(out, results)
-  print(table(results))
-  if results['errors']:
-    sys.exit(1)
+  accelerator.run_tasks(todo, results, out, what='rows to compile',
+                        measure=_run_worker if FLAGS.isolate else _run_here, key=key,
+                        write=accelerator.write_results, report=table)
 
 
 if __name__ == '__main__':

@@ -64,24 +64,16 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
             config_dir: str = 'configs') -> dict:
   """{'steps': {step: ms per image}, 'stages': {stage: figures}} on one host core."""
   import jax  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from diffbfr_jax import config_files  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import host_steps  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import prepared  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
 
-  tensorflow_cpu.keep_tensorflow_on_cpu()
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-  except RuntimeError:  # TensorFlow already ran something in this process (tests)
-    pass
+  host_steps.use_one_core()
   folder = tempfile.mkdtemp(prefix='diffbfr_feeding_')
   atexit.register(shutil.rmtree, folder, ignore_errors=True)
   input_pipeline.write_faces(f'{folder}', images)  # 1024x1024 PNGs
@@ -97,35 +89,21 @@ def measure(stages, *, images: int, mfu: float, peak_tflops: float, size: str = 
   data = {stage: config_files.stage_config(config_dir, stage).data for stage in stages}
   degradation = dict(next(iter(data.values())).degradation) if data else {}
   uint8 = [readers[PREPARED[0]].load(i) for i in ids]
-  faces = [tf.image.convert_image_dtype(face, tf.float32) for face in uint8]
-  params = [degradations._cast_params(degradations.sample_params(  # pylint: disable=protected-access
-      tf.constant([0, i], tf.int64), **degradation)) for i in ids]
-  inputs = list(faces)
-  for name, step in degradations.STEPS:
-    kernel_size = degradation.get('kernel_size', 41)
-    fn = tf.function(lambda p, x, step=step: step(p, x, (512, 512), kernel_size),
-                     reduce_retracing=True)
-    outputs = [fn(p, x) for p, x in zip(params, inputs)]
-    steps[f'degradation: {name}'] = _mean_ms(lambda i, fn=fn: fn(params[i], inputs[i]).numpy(),
-                                             ids)
-    inputs = outputs
+  params = host_steps.degradation_params(degradation, images)
+  for name, fn in host_steps.degradation_steps(uint8, params, degradation):
+    steps[f'degradation: {name}'] = _mean_ms(fn, ids)
 
   figures = {}
   for stage in stages:
     d = data[stage]
     options = dict(stage=stage, image_size=d.image_size, degradation=dict(d.degradation),
-                   condition=d.get('condition', 'gt_down_up'),
-                   condition_size=d.get('condition_size', 128),
-                   irm1_pair=d.get('irm1_pair', 'degrade_then_resize'))
-    make = tf.function(functools.partial(pipeline.make_example, seed=0, **options))
-    example_ms = _mean_ms(lambda i, make=make: {k: v.numpy() for k, v in make(
-        uint8[i], example_id=tf.constant(i, tf.int64)).items()}, ids)
+                   condition=d.condition, condition_size=d.condition_size,
+                   irm1_pair=d.irm1_pair)
+    example_ms = _mean_ms(host_steps.example_maker(uint8, **options), ids)
     steps[f'{stage}: the whole example (degradation and resizes)'] = example_ms
-    item = tf.function(functools.partial(
-        pipeline.device_item, seed=0, stage=stage, image_size=d.image_size,
-        degradation=dict(d.degradation), irm1_pair=options['irm1_pair']))
-    make_item = lambda i, item=item: tf.nest.map_structure(
-        lambda v: v.numpy(), item(uint8[i], example_id=tf.constant(i, tf.int64)))
+    make_item = host_steps.device_item_maker(uint8, stage=stage, image_size=d.image_size,
+                                             degradation=dict(d.degradation),
+                                             irm1_pair=options['irm1_pair'])
     item_ms = _mean_ms(make_item, ids)
     steps[f'{stage}: degradation on the device, the host part (parameters drawn)'] = item_ms
 
@@ -165,34 +143,16 @@ READS = {'PNG folder': 'a 1024x1024 PNG from a folder, decoded, centre-cropped, 
 def _device_psnr(stage, uint8, options, device_options, params) -> float:
   """The lowest PSNR (dB, on [0, 1]) over the faces and the example's images between the
   device-built example and the host's (`pipeline.make_example`), on TensorFlow's noise."""
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from diffbfr_jax.data import degradations  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import device_degradation  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.data import host_steps  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.metrics import psnr_ssim  # pylint: disable=g-import-not-at-top
 
-  build = jax.jit(lambda item, noise: device_degradation.make_example(
-      item, noise=noise, **device_options))
-  buffer = device_options['buffer']
+  to_255 = lambda x: (np.asarray(x)[None] + 1.0) * 127.5
   worst = np.inf
-  for i, face in enumerate(uint8):
-    host = pipeline.make_example(face, 0, i, **options)
-    item = pipeline.device_item(face, 0, i, stage=stage, image_size=options['image_size'],
-                                degradation=params, irm1_pair=options['irm1_pair'])
-    noise = np.zeros((buffer, buffer, 3), np.float32)
-    if stage != 'tem':
-      degraded_at = face.shape[:2]
-      if stage == 'irm1' and options['irm1_pair'] == 'resize_then_degrade':
-        degraded_at = (options['image_size'],) * 2
-      noise = degradations.noise_for_device(
-          degradations.sample_params(tf.constant([0, i], tf.int64), **params), degraded_at,
-          buffer)
-    ours = build(tf.nest.map_structure(lambda v: v.numpy(), item), noise)
-    to_255 = lambda x: (np.asarray(x)[None] + 1.0) * 127.5
-    for key in set(host) - {'id'}:
+  for host, ours in host_steps.host_and_device_examples(stage, uint8, options, device_options,
+                                                        params):
+    for key in host:
       worst = min(worst, float(psnr_ssim.psnr(to_255(ours[key]), to_255(host[key]))[0]))
   return float(worst)
 

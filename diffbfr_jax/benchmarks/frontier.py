@@ -26,14 +26,22 @@ import numpy as np
 
 from diffbfr_jax import cascade
 from diffbfr_jax import config_files
-from diffbfr_jax import demo
+from diffbfr_jax import faces
 from diffbfr_jax import parallel
-from diffbfr_jax import restore
+from diffbfr_jax import rounds
+from diffbfr_jax.jobs import demo
 
 FLAGS = flags.FLAGS
 
 _OFF = None  # a stage switched off in a chain
 _PAPER = {'irm1': {}, 'irm2': {}, 'tem': {}}  # every step of the training grids
+
+
+def _respaced(irm1: str, irm2: str, tem: str, **sampling) -> dict:
+  """{stage: sampling fields}: each stage's respacing (irm1, irm2, tem), and `sampling` for all."""
+  return {stage: dict(sampling, respacing=respacing)
+          for stage, respacing in (('irm1', irm1), ('irm2', irm2), ('tem', tem))}
+
 
 # name: (label, {stage: sampling fields on top of the demo's, or _OFF}). DDIM chains: each stage
 # on a DDIM grid, eta 0, about 4:2:1 evaluations between the stages as the :fast preset.
@@ -41,28 +49,12 @@ CHAINS = {
     'paper': ("paper chains (2000 + 1000 + 100), the demo's samplers", _PAPER),
     'paper_alg1': ('paper chains, Algorithm 1 samplers', 'alg1'),
     'fast': ("configs/cascade.py's `fast` preset", 'fast'),
-    'ancestral175': ('ancestral, 100 + 50 + 25', {
-        'irm1': dict(respacing='100'), 'irm2': dict(respacing='100'),
-        'tem': dict(respacing='250')}),
-    'ancestral300': ('ancestral, 170 + 85 + 43', {
-        'irm1': dict(respacing='170'), 'irm2': dict(respacing='170'),
-        'tem': dict(respacing='430')}),
-    'ddim100': ('DDIM, 56 + 28 + 15', {
-        'irm1': dict(sampler='ddim', respacing='ddim56'),
-        'irm2': dict(sampler='ddim', respacing='ddim56'),
-        'tem': dict(sampler='ddim', respacing='ddim143')}),
-    'ddim50': ('DDIM, 28 + 14 + 8', {
-        'irm1': dict(sampler='ddim', respacing='ddim28'),
-        'irm2': dict(sampler='ddim', respacing='ddim28'),
-        'tem': dict(sampler='ddim', respacing='ddim77')}),
-    'ddim25': ('DDIM, 14 + 7 + 4', {
-        'irm1': dict(sampler='ddim', respacing='ddim14'),
-        'irm2': dict(sampler='ddim', respacing='ddim14'),
-        'tem': dict(sampler='ddim', respacing='ddim40')}),
-    'ddim10': ('DDIM, 6 + 2 + 2', {
-        'irm1': dict(sampler='ddim', respacing='ddim6'),
-        'irm2': dict(sampler='ddim', respacing='ddim4'),
-        'tem': dict(sampler='ddim', respacing='ddim20')}),
+    'ancestral175': ('ancestral, 100 + 50 + 25', _respaced('100', '100', '250')),
+    'ancestral300': ('ancestral, 170 + 85 + 43', _respaced('170', '170', '430')),
+    'ddim100': ('DDIM, 56 + 28 + 15', _respaced('ddim56', 'ddim56', 'ddim143', sampler='ddim')),
+    'ddim50': ('DDIM, 28 + 14 + 8', _respaced('ddim28', 'ddim28', 'ddim77', sampler='ddim')),
+    'ddim25': ('DDIM, 14 + 7 + 4', _respaced('ddim14', 'ddim14', 'ddim40', sampler='ddim')),
+    'ddim10': ('DDIM, 6 + 2 + 2', _respaced('ddim6', 'ddim4', 'ddim20', sampler='ddim')),
     'tem_only': ('TEM only: the LQ face diffused to N2 = 100, TEM (DifFace without its '
                  'estimator)', {'irm1': _OFF, 'irm2': _OFF, 'tem': {}}),
 }
@@ -81,9 +73,10 @@ def chain_config(name: str, demo_config, root: pathlib.Path):
   _, stages = CHAINS[name]
   demo_config = demo_config.copy_and_resolve_references()
   demo_config.grids = 'fast' if stages == 'fast' else 'full'
-  ccfg = demo.cascade_config('tem_w', demo_config, root)
+  files = rounds.ConfigFiles(demo_config.config_dir, demo_config.networks)
+  ccfg = demo.cascade_config(files, 'tem_w', demo_config, root)
   if stages == 'alg1':  # the stage configs' own samplers on the paper's grids
-    paper = config_files.stage_config(demo_config.config_dir, 'cascade', demo_config.networks)
+    paper = files.get('cascade')
     for stage in cascade.STAGES:
       ccfg[stage].sampling = paper[stage].sampling
   if isinstance(stages, str):
@@ -111,13 +104,13 @@ def measure(name: str, demo_config, root: pathlib.Path, names, lq, gt, seeds: in
   compiled = None
   per_seed, times = {'psnr': [], 'ssim': [], 'lpips': []}, []
   for seed in range(seeds):
-    inputs = {**batch, 'key': restore.face_keys(seed, hashes, np.zeros_like(hashes))}
+    inputs = {**batch, 'key': faces.face_keys(seed, hashes, np.zeros_like(hashes))}
     if compiled is None:
       compiled = fn.lower(params, inputs).compile()
     t0 = time.perf_counter()
     output = jax.block_until_ready(compiled(params, inputs)['output'])
     times.append(time.perf_counter() - t0)
-    images = restore.to_uint8(cascade.resize(output, gt.shape[1]))
+    images = faces.to_uint8(cascade.resize(output, gt.shape[1]))
     for metric, value in demo.scores(images, gt, demo_config.lpips_net).items():
       per_seed[metric].append(value)
   result = {'label': CHAINS[name][0],
@@ -150,7 +143,8 @@ def main(argv):
     raise app.UsageError(f'--chains: unknown {unknown}; expected names of {list(CHAINS)}')
   demo_config = config_files.load(FLAGS.config)
   root = pathlib.Path(FLAGS.workdir).absolute()
-  names, lq, gt = demo.held_out_faces(demo_config, root)
+  files = rounds.ConfigFiles(demo_config.config_dir, demo_config.networks)
+  names, lq, gt = demo.held_out_faces(files, demo_config, root)
   lq_scores = demo.scores(lq, gt, demo_config.lpips_net)
   print(f'device: {parallel.device_label()}  faces: {len(names)} (32x32)  seeds: {FLAGS.seeds}  '
         f'stages: {root}', flush=True)

@@ -31,9 +31,6 @@ WRAPPER_PREFIXES = ('module.', 'denoise_fn.')
 _LISTED = 12  # keys named per kind of mismatch in an error message
 
 
-ConversionError = errors.ConversionError  # re-exported where it was first defined
-
-
 def read(path, *, key: str = '', use_torch=None) -> 'collections.OrderedDict[str, np.ndarray]':
   """{PyTorch key: array} of the state_dict in `path`.
 
@@ -50,18 +47,18 @@ def read(path, *, key: str = '', use_torch=None) -> 'collections.OrderedDict[str
   if key:
     if not isinstance(obj, Mapping) or key not in obj:
       top = sorted(map(str, obj))[:_LISTED] if isinstance(obj, Mapping) else type(obj).__name__
-      raise ConversionError(f'{path}: has no entry {key!r} (its top level: {top})')
+      raise errors.ConversionError(f'{path}: has no entry {key!r} (its top level: {top})')
     obj = obj[key]
   elif isinstance(obj, Mapping) and not _is_state_dict(obj):
     dicts = [k for k, v in obj.items() if isinstance(v, Mapping) and _is_state_dict(v)]
     if len(dicts) != 1:
-      raise ConversionError(
+      raise errors.ConversionError(
           f'{path}: is not a state_dict and holds {len(dicts)} state_dicts {dicts}; pick one with '
           f'config.convert.key (its top level: {sorted(map(str, obj))[:_LISTED]})')
     logging.info('%s: using its entry %r', path, dicts[0])
     obj = obj[dicts[0]]
   if not isinstance(obj, Mapping) or not _is_state_dict(obj):
-    raise ConversionError(f'{path}: holds no state_dict of tensors')
+    raise errors.ConversionError(f'{path}: holds no state_dict of tensors')
   return collections.OrderedDict((str(k), np.asarray(v)) for k, v in obj.items())
 
 
@@ -75,7 +72,7 @@ def _torch_load(path):
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # torch raises many kinds for a bad file
-    raise torch_zip.FormatError(f'{path}: torch cannot read it as a checkpoint ({e})') from e
+    raise errors.FormatError(f'{path}: torch cannot read it as a checkpoint ({e})') from e
 
   def to_numpy(value):
     if isinstance(value, torch.Tensor):
@@ -96,7 +93,7 @@ def strip_wrappers(state_dict: Mapping[str, np.ndarray]) -> dict:
     while short.startswith(WRAPPER_PREFIXES):
       short = short.split('.', 1)[1]
     if short in out:
-      raise ConversionError(f'two tensors become {short!r} once prefixes are removed')
+      raise errors.ConversionError(f'two tensors become {short!r} once prefixes are removed')
     out[short] = value
   return out
 
@@ -111,7 +108,7 @@ def check_betas(betas, expected, *, source) -> None:
   """SR3 files carry the betas they were trained with: they must be the config's."""
   betas, expected = np.asarray(betas, np.float64), np.asarray(expected, np.float64)
   if betas.shape != expected.shape or not np.allclose(betas, expected, rtol=1e-5, atol=1e-9):
-    raise ConversionError(
+    raise errors.ConversionError(
         f'{source}: was trained with {betas.size} betas from {betas[0]:.3g} to {betas[-1]:.3g}, '
         f'but config.diffusion.schedule gives {expected.size} from {expected[0]:.3g} to '
         f'{expected[-1]:.3g}; set the schedule to the one the checkpoint was trained with')
@@ -153,13 +150,13 @@ def to_flax(state_dict: Mapping[str, np.ndarray], abstract_params, *, source='th
         parts.append(f'  {len(keys)} {what}: {"; ".join(keys[:_LISTED])}{more}')
     parts.append('  (is the config the one the checkpoint was trained with? config.model must '
                  "describe the checkpoint's network)")
-    raise ConversionError('\n'.join(parts))
+    raise errors.ConversionError('\n'.join(parts))
 
   flat = {}
   for path in wanted:
     value = state_dict[found[path]]
     if not np.issubdtype(value.dtype, np.floating):
-      raise ConversionError(f'{source}: {found[path]} holds {value.dtype} values, not floats')
+      raise errors.ConversionError(f'{source}: {found[path]} holds {value.dtype} values, not floats')
     flat[path] = np.ascontiguousarray(naming.flax_array(value), np.float32)
   return _nest(flat)
 

@@ -28,9 +28,6 @@ STORAGE_DTYPES = {
 }
 
 
-FormatError = errors.FormatError  # re-exported where it was first defined
-
-
 class Unpickler(pickle.Unpickler):
   """Unpickles `<root>/data.pkl` of an open archive: tensors become NumPy arrays (copies, in
   native byte order), OrderedDicts stay OrderedDicts. Subclasses may admit more classes by
@@ -92,7 +89,7 @@ class Unpickler(pickle.Unpickler):
 def open_archive(path):
   """(ZipFile, root folder name) of a PyTorch zip file; FormatError naming the file otherwise."""
   if not zipfile.is_zipfile(path):
-    raise FormatError(
+    raise errors.FormatError(
         f'{path} is not a zip-format PyTorch file: either not a checkpoint, or one written by '
         'torch < 1.6 in the legacy format, which only torch itself reads (install torch, or '
         're-save it with a newer torch)')
@@ -100,7 +97,7 @@ def open_archive(path):
   pickles = [n for n in archive.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
   if not pickles:
     archive.close()
-    raise FormatError(f'{path} is a zip file without a data.pkl: not a PyTorch checkpoint')
+    raise errors.FormatError(f'{path} is a zip file without a data.pkl: not a PyTorch checkpoint')
   return archive, pickles[0].split('/')[0]
 
 
@@ -111,4 +108,4 @@ def load(path):
     try:
       return Unpickler(archive, root, str(path)).load()
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
-      raise FormatError(f'{path}: cannot read it as a PyTorch checkpoint ({e})') from e
+      raise errors.FormatError(f'{path}: cannot read it as a PyTorch checkpoint ({e})') from e

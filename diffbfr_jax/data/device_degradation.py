@@ -273,13 +273,11 @@ def make_examples(batch, **options):
 def options_from_config(config) -> dict:
   """make_example's options for a stage config (`config.data`)."""
   data = config.data
-  degradation = dict(data.degradation)
   size = data.source_size
-  if config.stage == 'irm1' and data.get('irm1_pair') == 'resize_then_degrade':
+  if config.stage == 'irm1' and data.irm1_pair == 'resize_then_degrade':
     size = data.image_size
   return dict(stage=config.stage, image_size=data.image_size,
-              kernel_size=int(degradation.get('kernel_size', 41)),
-              buffer=buffer_size(size, degradation.get('downsample_range', (0.8, 8.0))[0]),
-              condition=data.get('condition', 'gt_down_up'),
-              condition_size=data.get('condition_size', 128),
-              irm1_pair=data.get('irm1_pair', 'degrade_then_resize'))
+              kernel_size=int(data.degradation.kernel_size),
+              buffer=buffer_size(size, data.degradation.downsample_range[0]),
+              condition=data.condition, condition_size=data.condition_size,
+              irm1_pair=data.irm1_pair)

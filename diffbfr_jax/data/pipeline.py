@@ -76,7 +76,8 @@ def _resize(image, size: int):
 
 def _tem_flip(key, degradation: dict):
   """TEM's only random choice: flip the face with probability flip_prob."""
-  return tf.random.stateless_uniform([], key) < degradation.get('flip_prob', 0.5)
+  flip_prob = degradation.get('flip_prob', degradations.DEFAULTS['flip_prob'])
+  return tf.random.stateless_uniform([], key) < flip_prob
 
 
 def make_example(face, seed: int, example_id, *, stage: str, image_size: int,
@@ -207,7 +208,6 @@ def from_config(config, *, start_step: int, process_index: int, process_count: i
       source, stage=config.stage, image_size=data.image_size, seed=config.seed,
       global_batch=config.train.batch_size, start_step=start_step, process_index=process_index,
       process_count=process_count, local_devices=local_devices,
-      degradation=dict(data.degradation), condition=data.get('condition', 'gt_down_up'),
-      condition_size=data.get('condition_size', 128),
-      irm1_pair=data.get('irm1_pair', 'degrade_then_resize'), shuffle=data.shuffle,
-      degrade_on=data.get('degrade_on', 'host'))
+      degradation=dict(data.degradation), condition=data.condition,
+      condition_size=data.condition_size, irm1_pair=data.irm1_pair, shuffle=data.shuffle,
+      degrade_on=data.degrade_on)

@@ -139,16 +139,3 @@ def prepare(name: str, *, manual_dir: str, data_dir: str = ''):
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
-
-def run(config, workdir=None):
-  """The `prepare` job (configs/prepare.py): builds config.prepare.name and prints its splits;
-  `workdir` is not used."""
-  del workdir
-  from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
-
-  tensorflow_cpu.keep_tensorflow_on_cpu()
-  builder = prepare(**config.prepare)
-  splits = ', '.join(f'{name}: {info.num_examples} examples'
-                     for name, info in builder.info.splits.items())
-  print(f'{builder.info.full_name} in {builder.data_dir}: {splits}')
-  return builder

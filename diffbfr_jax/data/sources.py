@@ -22,7 +22,7 @@ from PIL import Image
 
 from diffbfr_jax import errors
 from diffbfr_jax.data import image_files
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 
 
 

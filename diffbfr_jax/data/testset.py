@@ -1,4 +1,4 @@
-"""The `make_test_set` job: a reproducible LQ/GT test set from a folder of HQ faces.
+"""A reproducible LQ/GT test set from a folder of HQ faces (the make_test_set job).
 
 The CelebA-Test protocol: every HQ face (centre-cropped, resized to `size`) is degraded by the
 training degradation model with a seed fixed by (`seed`, the file's relative path), so the same
@@ -18,9 +18,8 @@ from PIL import Image
 import tensorflow as tf
 
 from diffbfr_jax import errors
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import degradations
-from diffbfr_jax.data import tensorflow_cpu
 from diffbfr_jax.data import sources
 
 
@@ -73,10 +72,3 @@ def write_test_set(input_dir: str, output_dir: str, *, size: int = 512, seed: in
                len(skipped))
   return manifest
 
-
-def run(config, workdir=None) -> dict:
-  """`python -m diffbfr_jax.main --config=configs/test_set.py --config.test_set.input_dir=...`;
-  the output folder is config.test_set.output_dir (`workdir` is not used)."""
-  del workdir
-  tensorflow_cpu.keep_tensorflow_on_cpu()
-  return write_test_set(degradation=dict(config.data.degradation), **config.test_set)

@@ -27,3 +27,20 @@ def example_inputs(model_config, batch_size: int = 1):
   cond_channels = model_config.in_channels - 3
   cond = jnp.zeros((batch_size, size, size, cond_channels), jnp.float32) if cond_channels else None
   return x_t, jnp.zeros((batch_size,), jnp.float32), cond
+
+
+def abstract_params(config, batch_size: int = 1):
+  """The parameter tree of a stage config's network (`config.model_type`, `config.model`) as
+  ShapeDtypeStructs (jax.eval_shape: nothing allocated)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  model = create_model(config.model_type, **config.model)
+  inputs = example_inputs(config.model, batch_size)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))['params']
+
+
+def count_params(params) -> int:
+  """The number of scalars in a parameter tree (of arrays or ShapeDtypeStructs)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))

@@ -19,11 +19,9 @@ _init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 _zero = nn.initializers.zeros
 
 
-class ResBlock(nn.Module):
-  features: int
-  norm_groups: int
-  dropout: float
-  dtype: Any
+class ResBlock(layers.ResidualBlock):
+  """guided-diffusion's ResBlock with use_scale_shift_norm: the embedding scales and shifts the
+  second GroupNorm's output."""
 
   @nn.compact
   def __call__(self, x, emb, train: bool, dropout_keys=None):
@@ -36,10 +34,8 @@ class ResBlock(nn.Module):
     h = layers.group_norm(h, self.norm_groups, name='out_layers_0') * (1 + scale) + shift
     h = layers.dropout(self, nn.silu(h), self.dropout, train, dropout_keys)
     h = layers.conv(self.features, 3, name='out_layers_3', dtype=self.dtype, kernel_init=_zero)(h)
-    if x.shape[-1] != self.features:
-      x = layers.conv(self.features, 1, name='skip_connection', dtype=self.dtype,
-                      kernel_init=_init)(x)
-    return x + h
+    return layers.residual(x, h, self.features, name='skip_connection', dtype=self.dtype,
+                           kernel_init=_init)
 
 
 class AttentionBlock(nn.Module):

@@ -211,6 +211,25 @@ class Upsample(nn.Module):
                 kernel_init=self.kernel_init)(upsample_nearest(x))
 
 
+class ResidualBlock(nn.Module):
+  """The fields of both UNets' residual blocks (ADM's `ResBlock`, SR3's `ResnetBlock`), whose
+  `__call__(x, emb, train, dropout_keys=None)` takes x [B, H, W, C] and the embedding [B, E] to
+  [B, H, W, features] through GroupNorms of `norm_groups` groups and dropout at rate `dropout`,
+  and adds the input back (`residual`)."""
+  features: int
+  norm_groups: int
+  dropout: float
+  dtype: Dtype
+
+
+def residual(x, h, features: int, *, name: str, dtype: Dtype, kernel_init):
+  """x + h: a residual block's output h plus its input x, x first taken to `features` channels by
+  a 1x1 conv `name` (the PyTorch attribute) when it has other channels."""
+  if x.shape[-1] != features:
+    x = conv(features, 1, name=name, dtype=dtype, kernel_init=kernel_init)(x)
+  return x + h
+
+
 def dropout(module: nn.Module, x, rate: float, train: bool, keys=None):
   """Inverted dropout inside `module` (drop with probability `rate`, scale the rest by
   1 / (1 - rate)); the identity unless `train`.

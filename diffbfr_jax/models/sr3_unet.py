@@ -43,11 +43,8 @@ class FeatureWiseAffine(nn.Module):
     return x + shift[:, None, None, :].astype(x.dtype)
 
 
-class ResnetBlock(nn.Module):
-  features: int
-  norm_groups: int
-  dropout: float
-  dtype: Any
+class ResnetBlock(layers.ResidualBlock):
+  """SR3's ResnetBlock: Block, the noise embedding added per channel, Block with dropout."""
 
   @nn.compact
   def __call__(self, x, emb, train: bool, dropout_keys=None):
@@ -55,9 +52,8 @@ class ResnetBlock(nn.Module):
     h = FeatureWiseAffine(self.features, self.dtype, name='noise_func')(h, emb)
     h = Block(self.features, self.norm_groups, self.dropout, self.dtype,
               name='block2')(h, train, dropout_keys)
-    if x.shape[-1] != self.features:
-      x = layers.conv(self.features, 1, name='res_conv', dtype=self.dtype, kernel_init=_init)(x)
-    return h + x
+    return layers.residual(x, h, self.features, name='res_conv', dtype=self.dtype,
+                           kernel_init=_init)
 
 
 class SelfAttention(nn.Module):

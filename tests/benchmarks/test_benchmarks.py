@@ -43,7 +43,8 @@ def test_metrics_benchmark_runs_on_small_images():
 def test_frontier_runs_its_chains_on_smoke_stages(smoke_runs, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax import demo  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax import rounds  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.jobs import demo  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.benchmarks import frontier  # pylint: disable=g-import-not-at-top
 
   for name in ('irm1', 'irm2', 'tem'):
@@ -51,7 +52,8 @@ def test_frontier_runs_its_chains_on_smoke_stages(smoke_runs, tmp_path):
   config = demo_config.get_config()
   config.networks = 'smoke'
   config.config_dir = str(pathlib.Path(__file__).resolve().parents[2] / 'configs')
-  names, lq, gt = demo.held_out_faces(config, tmp_path)
+  files = rounds.ConfigFiles(config.config_dir, config.networks)
+  names, lq, gt = demo.held_out_faces(files, config, tmp_path)
   result = frontier.measure('ddim10', config, tmp_path, names, lq, gt, seeds=2)
   # DDIM grids of 6 (IRM-1, all of it), 4 (IRM-2: the 2 at or below N1 = 1000 of 2000) and
   # 20 (TEM: the 2 at or below N2 = 100 of 1000) steps.

@@ -12,8 +12,9 @@ import pytest
 from configs import cascade as cascade_config
 from configs import irm1, tem
 from diffbfr_jax import checkpointing
+from diffbfr_jax import errors
 from diffbfr_jax import main
-from diffbfr_jax import summary
+from diffbfr_jax import models
 from diffbfr_jax.cascade import stage_from_checkpoint
 from diffbfr_jax.convert import state_dict
 from diffbfr_jax.diffusion import schedules
@@ -63,13 +64,15 @@ def test_converted_checkpoint_loads_as_a_cascade_stage(module, tmp_path):
   net = torch_unets.random_net(config)
   _save_as_published(net, config, source)
 
-  note = main.run(config, str(workdir))
+  summary = main.run(config, str(workdir))
+  note = {k: v for k, v in summary.items() if k != 'checkpoint'}
   assert note['sha256'] == hashlib.sha256(source.read_bytes()).hexdigest()
   assert note['parameters'] == sum(p.numel() for p in net.parameters())
   assert note['schedule_buffers_ignored'] == (
       ['alphas_cumprod', 'betas'] if config.model_type == 'sr3' else [])
   folder, step = checkpointing.find(workdir)
   assert step == 0 and checkpointing.read_meta(folder, 0)['source'] == note
+  assert summary['checkpoint'] == str(workdir / 'checkpoints' / '0')
 
   stage_config = cascade_config.get_config(',smoke')[config.stage]
   stage_config.checkpoint = str(workdir)
@@ -93,13 +96,12 @@ def test_training_resumes_from_a_converted_checkpoint(tmp_path):
   _save_as_published(torch_unets.random_net(config), config, source)
   main.run(config, str(workdir))
   converted = checkpointing.restore_params(
-      *checkpointing.find(workdir), summary.abstract_params(config), item='params')
+      *checkpointing.find(workdir), models.abstract_params(config), item='params')
 
   config.job = 'train'
   config.train.update(num_steps=1, checkpoint_every=1, log_every=1)
-  state = main.run(config, str(workdir))
-  assert int(np.ravel(jax.device_get(state.step))[0]) == 1
-  after = checkpointing.restore_params(*checkpointing.find(workdir), summary.abstract_params(config),
+  assert main.run(config, str(workdir))['step'] == 1
+  after = checkpointing.restore_params(*checkpointing.find(workdir), models.abstract_params(config),
                                        item='params')
   changes = [np.abs(a - b).max() for a, b in zip(jax.tree_util.tree_leaves(after),
                                                  jax.tree_util.tree_leaves(converted))]
@@ -113,7 +115,7 @@ def test_wrong_schedule_is_refused(tmp_path):
   config = _convert_config(irm1, source)
   _save_as_published(torch_unets.random_net(config), config, source)
   config.diffusion.schedule.beta_end = 2e-2
-  with pytest.raises(state_dict.ConversionError, match=r'sr3.pth: was trained with .* betas'):
+  with pytest.raises(errors.ConversionError, match=r'sr3.pth: was trained with .* betas'):
     main.run(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
 

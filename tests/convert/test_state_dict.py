@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import irm1, irm2, tem
-from diffbfr_jax import summary
+from diffbfr_jax import errors
+from diffbfr_jax import models
 from diffbfr_jax.convert import state_dict
 from diffbfr_jax.diffusion import schedules
 from diffbfr_jax.models import naming
@@ -43,7 +44,7 @@ def _assert_trees_equal(a, b):
 @pytest.mark.parametrize('preset', ['smoke', ''], ids=['smoke', 'paper'])
 @pytest.mark.parametrize('stage', sorted(STAGES))
 def test_round_trip_gives_identical_parameters(stage, preset):
-  abstract = summary.abstract_params(STAGES[stage].get_config(preset))
+  abstract = models.abstract_params(STAGES[stage].get_config(preset))
   params = distinct_params(abstract)
   converted = state_dict.to_flax(torch_layout(params), abstract)
   _assert_trees_equal(converted, params)
@@ -51,8 +52,8 @@ def test_round_trip_gives_identical_parameters(stage, preset):
 
 def test_the_layouts_are_pytorch_ones():
   # A few keys of the published layouts, with their PyTorch shapes (REFERENCE section 4).
-  irm = torch_layout(distinct_params(summary.abstract_params(irm1.get_config('smoke'))))
-  adm = torch_layout(distinct_params(summary.abstract_params(tem.get_config('smoke'))))
+  irm = torch_layout(distinct_params(models.abstract_params(irm1.get_config('smoke'))))
+  adm = torch_layout(distinct_params(models.abstract_params(tem.get_config('smoke'))))
   c = irm1.get_config('smoke').model.inner_channels
   assert irm['noise_level_mlp.1.weight'].shape == (4 * c, c)
   assert irm['downs.0.weight'].shape == (c, 6, 3, 3)
@@ -64,7 +65,7 @@ def test_the_layouts_are_pytorch_ones():
 
 def test_wrappers_are_stripped_and_sr3_schedule_buffers_split():
   config = irm1.get_config('smoke')
-  abstract = summary.abstract_params(config)
+  abstract = models.abstract_params(config)
   params = distinct_params(abstract)
   betas = schedules.make_schedule(**config.diffusion.schedule).betas
   wrapped = {f'module.denoise_fn.{k}': v for k, v in torch_layout(params).items()}
@@ -75,18 +76,18 @@ def test_wrappers_are_stripped_and_sr3_schedule_buffers_split():
   _assert_trees_equal(state_dict.to_flax(tensors, abstract), params)
   state_dict.check_betas(buffers['betas'], betas, source='f.pth')
   other = schedules.make_schedule('linear', len(betas), 1e-4, 2e-2).betas
-  with pytest.raises(state_dict.ConversionError,
+  with pytest.raises(errors.ConversionError,
                      match=r'f.pth: was trained with \d+ betas from 1e-06 .* config.diffusion'):
     state_dict.check_betas(buffers['betas'], other, source='f.pth')
 
 
 def test_mismatches_are_listed_by_pytorch_key():
-  abstract = summary.abstract_params(tem.get_config('smoke'))
+  abstract = models.abstract_params(tem.get_config('smoke'))
   sd = torch_layout(distinct_params(abstract))
   del sd['out.2.bias']
   sd['label_emb.weight'] = np.zeros((10, 128), np.float32)
   sd['time_embed.0.weight'] = sd['time_embed.0.weight'][:, :-1]
-  with pytest.raises(state_dict.ConversionError) as error:
+  with pytest.raises(errors.ConversionError) as error:
     state_dict.to_flax(sd, abstract, source='x.pth')
   message = str(error.value)
   assert 'x.pth does not fit the configured network' in message
@@ -98,18 +99,18 @@ def test_mismatches_are_listed_by_pytorch_key():
 
 
 def test_a_file_of_another_network_is_refused_with_counts():
-  small = torch_layout(distinct_params(summary.abstract_params(irm1.get_config('smoke'))))
-  with pytest.raises(state_dict.ConversionError, match=r'\(124 tensors in the file, 362 '
+  small = torch_layout(distinct_params(models.abstract_params(irm1.get_config('smoke'))))
+  with pytest.raises(errors.ConversionError, match=r'\(124 tensors in the file, 362 '
                      r'parameters in the network\)[\s\S]* 80 of the wrong shape: [\s\S]*'
                      r'downs.0.weight \(16, 6, 3, 3\), the network needs \(64, 6, 3, 3\)'):
-    state_dict.to_flax(small, summary.abstract_params(irm1.get_config()))
+    state_dict.to_flax(small, models.abstract_params(irm1.get_config()))
 
 
 def test_integer_tensors_are_refused():
-  abstract = summary.abstract_params(tem.get_config('smoke'))
+  abstract = models.abstract_params(tem.get_config('smoke'))
   sd = torch_layout(distinct_params(abstract))
   sd['out.2.bias'] = sd['out.2.bias'].astype(np.int64)
-  with pytest.raises(state_dict.ConversionError, match='out.2.bias holds int64 values'):
+  with pytest.raises(errors.ConversionError, match='out.2.bias holds int64 values'):
     state_dict.to_flax(sd, abstract)
 
 
@@ -127,13 +128,13 @@ def test_reading_files_with_and_without_torch(tmp_path):
       np.testing.assert_array_equal(got['a.weight'], sd['a.weight'].numpy())
       np.testing.assert_array_equal(np.asarray(got['a.bias'], np.float32),
                                     sd['a.bias'].float().numpy())
-    with pytest.raises(state_dict.ConversionError,
+    with pytest.raises(errors.ConversionError,
                        match=r"two.pth: is not a state_dict and holds 2 state_dicts.*convert.key"):
       state_dict.read(two, use_torch=use_torch)
     assert list(state_dict.read(two, key='model', use_torch=use_torch)) == ['a.weight', 'a.bias']
-    with pytest.raises(state_dict.ConversionError, match=r"has no entry 'emma'.*\['ema', 'model'\]"):
+    with pytest.raises(errors.ConversionError, match=r"has no entry 'emma'.*\['ema', 'model'\]"):
       state_dict.read(two, key='emma', use_torch=use_torch)
     mixed = tmp_path / 'mixed.pth'
     torch.save({1: sd, 'b': 2}, mixed)  # keys of two types: listed as text
-    with pytest.raises(state_dict.ConversionError, match=r"has no entry 'a'.*\['1', 'b'\]"):
+    with pytest.raises(errors.ConversionError, match=r"has no entry 'a'.*\['1', 'b'\]"):
       state_dict.read(mixed, key='a', use_torch=use_torch)

@@ -9,7 +9,6 @@ torch = pytest.importorskip('torch')
 
 from configs import irm1, irm2, tem  # pylint: disable=g-import-not-at-top,wrong-import-position
 from diffbfr_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from diffbfr_jax import summary  # pylint: disable=g-import-not-at-top,wrong-import-position
 from diffbfr_jax.convert import state_dict as convert_state_dict  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.convert import torch_unets  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.models import reference_shapes  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -53,7 +52,7 @@ def test_converted_state_dict_gives_the_torch_outputs(module):
   cfg = config.model
   net = torch_unets.random_net(config)
   state_dict = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-  params = convert_state_dict.to_flax(state_dict, summary.abstract_params(config))
+  params = convert_state_dict.to_flax(state_dict, models.abstract_params(config))
 
   rng = np.random.default_rng(0)
   batch, size = 2, cfg.image_size

@@ -9,6 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from diffbfr_jax import errors
 from diffbfr_jax.convert import torch_zip
 
 torch = pytest.importorskip('torch')
@@ -72,20 +73,20 @@ def test_reads_a_module_state_dict_with_its_metadata(tmp_path):
 def test_legacy_and_foreign_files_are_clear_errors(tmp_path):
   legacy = tmp_path / 'legacy.pth'
   torch.save({'w': torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
-  with pytest.raises(torch_zip.FormatError, match=r'legacy.pth.*legacy format.*install torch'):
+  with pytest.raises(errors.FormatError, match=r'legacy.pth.*legacy format.*install torch'):
     torch_zip.load(legacy)
 
   other_zip = tmp_path / 'other.pth'
   with zipfile.ZipFile(other_zip, 'w') as z:
     z.writestr('x/readme.txt', 'hello')
-  with pytest.raises(torch_zip.FormatError, match='other.pth is a zip file without a data.pkl'):
+  with pytest.raises(errors.FormatError, match='other.pth is a zip file without a data.pkl'):
     torch_zip.load(other_zip)
 
 
 def test_objects_other_than_tensors_are_refused_without_running_them(tmp_path):
   path = tmp_path / 'with_namespace.pth'
   torch.save({'w': torch.ones(2), 'args': argparse.Namespace(lr=1)}, path)
-  with pytest.raises(torch_zip.FormatError, match=r'with_namespace.pth.*argparse.Namespace'):
+  with pytest.raises(errors.FormatError, match=r'with_namespace.pth.*argparse.Namespace'):
     torch_zip.load(path)
 
 
@@ -97,7 +98,7 @@ def test_truncated_storage_is_a_clear_error(tmp_path):
     for name in src.namelist():
       data = src.read(name)
       dst.writestr(name, data[:8] if name.endswith('/data/0') else data)
-  with pytest.raises(torch_zip.FormatError, match=r'truncated.pth.*storage 0 holds 2 elements'):
+  with pytest.raises(errors.FormatError, match=r'truncated.pth.*storage 0 holds 2 elements'):
     torch_zip.load(bad)
 
 

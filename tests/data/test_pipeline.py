@@ -9,7 +9,7 @@ import tensorflow as tf
 from configs import irm1
 from configs import irm2
 from configs import tem
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import pipeline
 from diffbfr_jax.data import sources
 

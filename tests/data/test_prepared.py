@@ -1,5 +1,6 @@
 """The prepared datasets: built by the prepare job from local folders, read by name."""
 
+import json
 import logging
 
 import numpy as np
@@ -11,20 +12,22 @@ from configs import prepare as prepare_config
 from diffbfr_jax import errors
 from diffbfr_jax import main
 from diffbfr_jax.data import pipeline
+from diffbfr_jax.data import prepared
 from diffbfr_jax.data import sources
 
 
-def _prepare(name, manual_dir, data_dir):
+def _prepare(name, manual_dir, data_dir, workdir=None):
   config = prepare_config.get_config()
   config.prepare.update(name=name, manual_dir=str(manual_dir), data_dir=str(data_dir))
-  return main.run(config, None)
+  return main.run(config, workdir and str(workdir))
 
 
 @pytest.mark.parametrize('name', ['face_folder/512', 'face_folder/512_raw'])
 def test_face_folder_holds_the_folder_sources_faces_at_512(face_folder, tmp_path, caplog, name):
   with caplog.at_level(logging.WARNING):
-    builder = _prepare(name, face_folder, tmp_path / 'tfds')
-  assert builder.info.splits['train'].num_examples == 6  # the 4 undecodable files left out
+    summary = _prepare(name, face_folder, tmp_path / 'tfds', tmp_path / 'job')
+  assert summary['splits'] == {'train': 6}  # the 4 undecodable files left out
+  assert json.loads((tmp_path / 'job' / 'summary.json').read_text()) == summary
   assert 'corrupt.png' in caplog.text and 'truncated.png' in caplog.text
   prepared = sources.make_source('tfds', 512, tfds_name=name, data_dir=str(tmp_path / 'tfds'))
   folder = sources.FolderSource(face_folder, 512)
@@ -75,8 +78,8 @@ def _pairs(root):
 
 def test_face_pairs_keep_each_lq_with_its_gt(tmp_path):
   images = _pairs(tmp_path / 'test_set')
-  builder = _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')
-  assert builder.info.splits['test'].num_examples == 3
+  assert _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')['splits'] == {'test': 3}
+  builder = prepared.tfds.builder('face_pairs', data_dir=str(tmp_path / 'tfds'))
   records = builder.as_data_source(split='test')
   for i in range(len(records)):
     record = records[i]
@@ -122,8 +125,9 @@ def test_an_undecodable_pair_is_left_out_and_named(tmp_path, caplog):
   broken = sorted(images)[0]
   (tmp_path / 'test_set' / 'gt' / broken).write_bytes(b'\x89PNG\r\n\x1a\n truncated')
   with caplog.at_level(logging.WARNING):
-    builder = _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')
-  assert builder.info.splits['test'].num_examples == 2
+    summary = _prepare('face_pairs', tmp_path / 'test_set', tmp_path / 'tfds')
+  assert summary['splits'] == {'test': 2}
+  builder = prepared.tfds.builder('face_pairs', data_dir=str(tmp_path / 'tfds'))
   records = builder.as_data_source(split='test')
   names = sorted(str(records[i]['name'], 'utf-8') if isinstance(records[i]['name'], bytes)
                  else records[i]['name'] for i in range(len(records)))

@@ -100,7 +100,7 @@ def test_tfds_source_prepares_and_reads_a_dataset_by_name(tmp_path):
 
 
 def test_image_sets_name_a_bad_dataset_spec_field_or_dataset(tmp_path):
-  from diffbfr_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   for spec in ('tfds:face_pairs', 'tfds:face_pairs::test', 'tfds:a:b:c:d'):
     with pytest.raises(ConfigError, match='expected tfds:NAME:FIELD'):
       sources.image_set(spec)

@@ -12,6 +12,7 @@ from configs import irm1
 from configs import irm2
 from configs import tem
 from diffbfr_jax import config_checks
+from diffbfr_jax import errors
 from diffbfr_jax.diffusion import gaussian
 from diffbfr_jax.diffusion import samplers
 from diffbfr_jax.diffusion import schedules
@@ -346,7 +347,7 @@ def test_ddim_eps_is_checked_by_name():
   assert config.sampling.ddim_eps == 'model'  # TEM's DDIM is DifFace's
   assert irm1.get_config().sampling.ddim_eps == irm2.get_config().sampling.ddim_eps == 'from_x0'
   config.sampling.ddim_eps = 'difface'
-  with pytest.raises(config_checks.ConfigError, match=r"config.sampling.ddim_eps='difface'"):
+  with pytest.raises(errors.ConfigError, match=r"config.sampling.ddim_eps='difface'"):
     config_checks.check_stage_config(config)
   with pytest.raises(ValueError, match=r"ddim_eps='pred_noise'"):
     samplers.make_sampler(_oracle(), ADM, time_input='step', start_step=10, from_noise=False,

@@ -7,7 +7,6 @@ import pytest
 
 from configs import tem
 from diffbfr_jax import models
-from diffbfr_jax import summary
 from diffbfr_jax.models import adm_unet
 from tests import torch_reference as ref
 from tests.models import reference_shapes
@@ -19,11 +18,11 @@ def _random_params(tree, rng, scale=0.2):
 
 
 def test_paper_parameter_count_matches_difface():
-  assert summary.count_params(summary.abstract_params(tem.get_config())) == 159_788_454
+  assert models.count_params(models.abstract_params(tem.get_config())) == 159_788_454
 
 
 def test_parameter_tree_is_the_pytorch_state_dict_by_rule():
-  reference_shapes.assert_tree_matches(summary.abstract_params(tem.get_config()),
+  reference_shapes.assert_tree_matches(models.abstract_params(tem.get_config()),
                                        'difface_iddpm_ffhq512_TEM_state_dict_shapes.txt')
 
 

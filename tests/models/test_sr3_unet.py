@@ -8,24 +8,23 @@ import pytest
 from configs import irm1
 from configs import irm2
 from diffbfr_jax import models
-from diffbfr_jax import summary
 from diffbfr_jax.models import sr3_unet
 from tests import torch_reference as ref
 from tests.models import reference_shapes
 
 
 def test_paper_parameter_counts_match_published_sr3_counts():
-  assert summary.count_params(summary.abstract_params(irm1.get_config())) == 97_807_491
+  assert models.count_params(models.abstract_params(irm1.get_config())) == 97_807_491
   no_attn = irm2.get_config()
   no_attn.model.attn_res = ()
-  assert summary.count_params(summary.abstract_params(no_attn)) == 278_881_475
+  assert models.count_params(models.abstract_params(no_attn)) == 278_881_475
   # Table 6's attention at 16 adds one single-head attention (GroupNorm, bias-free qkv 1x1 conv,
   # out 1x1 conv with bias) at width 64 * 16 = 1024 to each of the 1 + 2 blocks of level 5.
   c = 1024
   per_attention = 2 * c + 3 * c * c + (c * c + c)
   expected = 278_881_475 + 3 * per_attention
   assert expected == 291_473_603
-  assert summary.count_params(summary.abstract_params(irm2.get_config())) == expected
+  assert models.count_params(models.abstract_params(irm2.get_config())) == expected
 
 
 @pytest.mark.parametrize('config, shapes_file', [
@@ -35,7 +34,7 @@ def test_paper_parameter_counts_match_published_sr3_counts():
 def test_parameter_tree_is_the_pytorch_state_dict_by_rule(config, shapes_file):
   if shapes_file.startswith('sr3_unet_IRM2'):
     config.model.attn_res = ()  # the PyTorch listing is of SR3's own sr_sr3_64_512 file
-  reference_shapes.assert_tree_matches(summary.abstract_params(config), shapes_file)
+  reference_shapes.assert_tree_matches(models.abstract_params(config), shapes_file)
 
 
 def _random_params(tree, rng, scale=0.2):

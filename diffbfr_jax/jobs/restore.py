@@ -13,42 +13,29 @@ depends only on the seed, its relative name and the sample index.
 
 import dataclasses
 import logging
-import pathlib
 import time
 import zlib
 
 import jax
 import numpy as np
-from PIL import Image
 
 from diffbfr_jax import cascade
 from diffbfr_jax import errors
+from diffbfr_jax import faces
+from diffbfr_jax import job_outputs
 from diffbfr_jax import parallel
-from diffbfr_jax import config_checks
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import sources
 
 
 @dataclasses.dataclass
 class Report:
-  written: list  # paths of the restored faces (the main outputs)
+  written: list  # paths of the restored faces (the main outputs; relative in the summary)
   skipped: list  # 'name: why' of every input that could not be read
   resized: list  # names of inputs that were not image_size x image_size
   batches: int
   compiles: int  # traces of the cascade (1: one compile for every batch)
   seconds_per_face: float  # after the first (compiling) batch, when there was more than one
-
-
-def output_names(files, num_samples: int) -> dict:
-  """{(input name, sample): relative output path}: `sources.output_names` (the same relative
-  name with .png; a.jpg and a.png become a_jpg.png and a_png.png), with `_sample<k>` before the
-  suffix when there are several samples."""
-  names = {}
-  for name, out in sources.output_names(files).items():
-    base = out.removesuffix('.png')
-    for k in range(num_samples):
-      names[name, k] = out if num_samples == 1 else f'{base}_sample{k}.png'
-  return names
 
 
 def check_config(config) -> None:
@@ -65,31 +52,6 @@ def check_config(config) -> None:
     cascade.check_stage_fields(name, config[name])
 
 
-def read_face(inputs: sources.ImageSet, name: str, size: int):
-  """(RGB uint8 [size, size, 3], resized) of input `name` as the cascade reads it: decoded to RGB
-  8-bit and, when it is not size x size, resized (bicubic, with a logged note). Raises
-  errors.DecodeError or OSError naming it if it cannot be read."""
-  return to_size(inputs.decode(name), name, size)
-
-
-def to_size(rgb, name: str, size: int):
-  """(rgb at size x size, resized): `read_face` for an image already decoded."""
-  if rgb.shape[:2] == (size, size):
-    return rgb, False
-  logging.info('%s: %dx%d, resized to %dx%d', name, rgb.shape[1], rgb.shape[0], size, size)
-  return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC)), True
-
-
-def to_uint8(images) -> np.ndarray:
-  """Images on [-1, 1] -> uint8 0..255, as the restored PNGs hold them."""
-  return np.round((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).astype(np.uint8)
-
-
-def _save(path: pathlib.Path, image) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(to_uint8(image)).save(path)
-
-
 def _grid(lq, outputs, index, size):
   """LQ | every stage's output, each shown at `size` (nearest-neighbour, so pixels stay as made)."""
   columns = [lq[index]]
@@ -101,20 +63,15 @@ def _grid(lq, outputs, index, size):
   return np.concatenate(columns, axis=1)
 
 
-@jax.jit
-def face_keys(seed, name_hashes, samples):
-  """Each face's key: (seed, CRC32 of its relative name, sample index), whatever its batch."""
-  def one(h, k):
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), h), k)
-  return jax.vmap(one)(name_hashes, samples)
-
-
-def run(config, workdir) -> Report:
+def run(config, workdir) -> dict:
+  """Restores config.input_dir into the output folder; returns (and writes as summary.json) the
+  `Report` as a dict, paths relative to the output folder."""
   check_config(config)
-  out_dir = config_checks.output_folder(config, workdir, 'the restored faces')
-  inputs = sources.image_set(config.input_dir, data_dir=config.get('data_dir', ''))
+  out_dir = job_outputs.folder(config.output_dir, workdir, field='output_dir',
+                               what='the restored faces')
+  inputs = sources.image_set(config.input_dir, data_dir=config.data_dir)
   files = inputs.names
-  names = output_names(files, config.num_samples)  # over all files: names are host-independent
+  names = faces.output_names(files, config.num_samples)  # over all files: host-independent
   files = parallel.process_share(files)  # each host restores its share
   mine = set(files)
   names = {key: rel for key, rel in names.items() if key[0] in mine}
@@ -153,7 +110,7 @@ def run(config, workdir) -> Report:
     if name not in cache:
       cache.clear()
       try:
-        rgb, resized = read_face(inputs, name, size)
+        rgb, resized = faces.read_face(inputs, name, size)
       except (errors.DecodeError, OSError) as e:
         logging.warning('Skipping %s', e)
         report.skipped.append(str(e))
@@ -181,19 +138,19 @@ def run(config, workdir) -> Report:
     profiled = b + 1 == config.profile_batch
     if profiled:
       parallel.start_trace(out_dir / 'profile')
-    outputs = restore_fn(params, {'lq': lq, 'key': face_keys(config.seed, hashes, samples)})
+    outputs = restore_fn(params, {'lq': lq, 'key': faces.face_keys(config.seed, hashes, samples)})
     if profiled:
       parallel.stop_trace(outputs)
     outputs = jax.device_get(outputs)
     for i, (name, k, _) in enumerate(chunk):
       rel = names[name, k]
-      _save(out_dir / rel, outputs['output'][i])
+      faces.save_png(out_dir / rel, outputs['output'][i])
       report.written.append(out_dir / rel)
       if config.save_stages:
         for stage in stages[:-1]:
-          _save(out_dir / 'stages' / stage.name / rel, outputs[stage.name][i])
+          faces.save_png(out_dir / 'stages' / stage.name / rel, outputs[stage.name][i])
       if config.save_grid:
-        _save(out_dir / 'grids' / rel, _grid(lq, outputs, i, size))
+        faces.save_png(out_dir / 'grids' / rel, _grid(lq, outputs, i, size))
     report.batches += 1
     seconds = time.perf_counter() - t0
     if b > 0:
@@ -213,4 +170,6 @@ def run(config, workdir) -> Report:
     print(f'Skipped {len(report.skipped)} unreadable files:')
     for line in report.skipped:
       print(f'  {line}')
-  return report
+  summary = dataclasses.asdict(report)
+  summary['written'] = [str(p.relative_to(out_dir)) for p in report.written]
+  return job_outputs.write_summary(out_dir, summary)

@@ -13,23 +13,22 @@ scores.
 
 Layout under the workdir: train_faces/ and test_set/ (with 'bundled'), fid_cache/, and per
 round round_<r>/: <stage>/ (training workdirs), restored/, eval/, samples/, cleaned/ (the next
-round's faces), table.md and results.json; all rounds in table.md and results.json.
+round's faces), table.md and results.json; all rounds in table.md and summary.json.
 """
 
 import json
-import logging
 import pathlib
-import shutil
 import time
 
 from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
-from diffbfr_jax import config_files
 from diffbfr_jax import errors
+from diffbfr_jax import job_outputs
 from diffbfr_jax import parallel
 from diffbfr_jax import paths
 from diffbfr_jax import resume
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax import rounds
+from diffbfr_jax.errors import ConfigError
 
 MODES = ('scratch', 'finetune')
 CLEANERS = ('tem', 'cascade')
@@ -72,23 +71,9 @@ def check_config(config, workdir) -> list:
   return stages
 
 
-def stage_config(config, name: str, faces: pathlib.Path, steps: int):
-  """The training config of stage `name` on the folder `faces`."""
-  stage = config_files.stage_config(config.config_dir, name, config.networks or None)
-  stage.seed = config.seed
-  stage.data.source.update(kind='folder', path=str(faces))
-  if steps:
-    stage.train.num_steps = steps
-  # The stage's own checkpoint period (a node lost mid-round loses at most that many steps).
-  stage.train.checkpoint_every = min(stage.train.checkpoint_every, stage.train.num_steps)
-  return stage
-
-
-
-def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path) -> dict:
+def train_round(files, config, stages, r: int, faces: pathlib.Path,
+                root: pathlib.Path) -> dict:
   """{stage: its trained workdir} of round r, training what is not trained yet."""
-  from diffbfr_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow for data)
-
   folders = {}
   for name in stages:
     if r == 0 and config.start_from[name]:
@@ -97,7 +82,8 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
       print(f'round 0, {name}: trained already, step {step} of {folders[name]}', flush=True)
       continue
     folder = root / f'round_{r}' / name
-    stage = stage_config(config, name, faces, config.steps[name])
+    stage = rounds.stage_config(files, name, seed=config.seed, steps=config.steps[name],
+                                faces=faces)
     if config.mode == 'finetune' and r > 0:
       previous, step = checkpointing.find(root / f'round_{r - 1}' / name
                                           if r > 1 or not config.start_from[name]
@@ -105,70 +91,40 @@ def train_round(config, stages, r: int, faces: pathlib.Path, root: pathlib.Path)
       stage.train.num_steps = step + config.finetune_steps[name]
       # Go on from round r-1's state, copied here the first time. Process 0 decides and copies,
       # so that no process sees a copy half made.
-      parallel.on_main_process(f'iterate: round {r} {name} copied', _copy_checkpoint,
+      parallel.on_main_process(f'iterate: round {r} {name} copied', rounds.copy_checkpoint,
                                previous / str(step), folder / 'checkpoints')
     folders[name] = folder
-    done = checkpointing.trained_step(folder)
-    if done >= stage.train.num_steps:
-      print(f'round {r}, {name}: trained already ({done} steps) in {folder}', flush=True)
-      continue
-    print(f'round {r}, {name}: training steps {done}..{stage.train.num_steps} on {faces}',
-          flush=True)
-    start = time.perf_counter()
-    train.run(stage, str(folder))
-    print(f'    done in {time.perf_counter() - start:.0f} s', flush=True)
+    rounds.train_unless_trained(f'round {r}, {name}', stage, folder)
   return folders
 
 
-def _copy_checkpoint(source: pathlib.Path, checkpoints: pathlib.Path) -> None:
-  """Copies the checkpoint folder `source` into `checkpoints` unless that holds a step already."""
-  if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-    return
-  partial = checkpoints / f'{source.name}.copying'
-  shutil.rmtree(partial, ignore_errors=True)
-  shutil.copytree(source, partial)
-  partial.rename(checkpoints / source.name)
-
-
-def _chained(config, ccfg, folders, size_preset: str) -> None:
-  """Sets the checkpoints, weights and chains of the trained stages in a cascade-like config
-  (the restore and clean jobs'), switching the others off."""
-  fast = (config_files.stage_config(config.config_dir, 'cascade', f'fast,{size_preset}'.strip(','))
-          if config.chains == 'fast' else None)
-  for name in cascade.STAGES:
-    if name not in folders:
-      ccfg[name].enabled = False
-      continue
-    ccfg[name].update(enabled=True, checkpoint=str(folders[name]), params=config.params)
-    if fast is not None:
-      ccfg[name].sampling.update({f: fast[name].sampling[f]
-                                  for f in cascade.CHAIN_FIELDS})
-    ccfg[name].sampling.update(config.sampling[name])
+def _chained(files, config, ccfg, folders) -> None:
+  """`rounds.chain` with this job's weights, chains and sampling, batch size and seed."""
+  rounds.chain(ccfg, folders, fast=files.get('cascade', 'fast') if config.chains == 'fast' else None,
+               params=config.params, sampling=config.sampling)
   ccfg.batch_size = config.batch_size
   ccfg.seed = config.seed
 
 
-def _last_size(config, folders) -> int:
-  last = max(folders, key=cascade.STAGES.index)
-  return config_files.stage_config(config.config_dir, last,
-                                   config.networks or None).model.image_size
+def _last_size(files, folders) -> int:
+  return files.get(max(folders, key=cascade.STAGES.index)).model.image_size
 
 
-def evaluate_round(config, folders, test_dir: pathlib.Path, reference: pathlib.Path,
+def evaluate_round(files, config, folders, test_dir: pathlib.Path, reference: pathlib.Path,
                    out: pathlib.Path) -> dict:
   """{metric: mean} of the round's restorations of the held-out faces, with 'fid_samples' (TEM's
   samples against `reference`) when config.num_samples."""
-  from diffbfr_jax import restore  # pylint: disable=g-import-not-at-top
-  from diffbfr_jax import sample  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.jobs import restore  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.jobs import sample  # pylint: disable=g-import-not-at-top
 
   results = {}
   steps = {name: checkpointing.find(folder)[1] for name, folder in folders.items()}
   summary_file = out / 'eval' / 'summary.json'
-  ccfg = config_files.stage_config(config.config_dir, 'cascade', config.networks or None)
-  _chained(config, ccfg, folders, config.networks)
+  ccfg = files.get('cascade')
+  _chained(files, config, ccfg, folders)
   ccfg.update(input_dir=str(test_dir / 'lq'), output_dir=str(out / 'restored'),
-              overwrite=True, image_size=_last_size(config, folders))
-  ecfg = config_files.stage_config(config.config_dir, 'evaluate')
+              overwrite=True, image_size=_last_size(files, folders))
+  ecfg = files.get('evaluate')
   ecfg.update(restored_dir=str(out / 'restored'), gt_dir=str(test_dir / 'gt'),
               output_dir=str(out / 'eval'), metrics=tuple(config.metrics),
               fid_cache_dir=str(out.parent / 'fid_cache'), batch_size=config.batch_size)
@@ -183,9 +139,7 @@ def evaluate_round(config, folders, test_dir: pathlib.Path, reference: pathlib.P
     results['fid'] = saved['fid']
   if config.num_samples:
     samples_file = out / 'samples' / 'summary.json'
-    chain = 'fast' if config.chains == 'fast' else ''
-    scfg = config_files.stage_config(config.config_dir, 'sample',
-                                     ','.join(p for p in (chain, config.networks) if p))
+    scfg = files.get('sample', 'fast' if config.chains == 'fast' else '')
     scfg.tem.update(checkpoint=str(folders['tem']), params=config.params)
     scfg.tem.sampling.update(config.sampling.tem)
     scfg.update(output_dir=str(out / 'samples'), overwrite=True, seed=config.seed,
@@ -217,67 +171,45 @@ def _settings(job_config) -> dict:
 
 
 def _evaluate(ecfg, folder: pathlib.Path, made_from: dict) -> None:
-  from diffbfr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.jobs import evaluate  # pylint: disable=g-import-not-at-top
 
   evaluate.run(ecfg, None)
   resume.record(folder, made_from)
 
 
-def clean_round(config, folders, faces: pathlib.Path, out: pathlib.Path) -> dict:
-  """The clean job on `faces` with the round's stages; its manifest."""
-  from diffbfr_jax import clean  # pylint: disable=g-import-not-at-top
+def clean_round(files, config, folders, faces: pathlib.Path, out: pathlib.Path) -> dict:
+  """The clean job on `faces` with the round's stages; its summary."""
+  from diffbfr_jax.jobs import clean  # pylint: disable=g-import-not-at-top
 
-  preset = 'tem' if config.cleaner == 'tem' else ''
-  ccfg = config_files.stage_config(config.config_dir, 'clean',
-                                   ','.join(p for p in (preset, config.networks) if p))
+  ccfg = files.get('clean', 'tem' if config.cleaner == 'tem' else '')
   used = {'tem': folders['tem']} if config.cleaner == 'tem' else folders
-  _chained(config, ccfg, used, config.networks)
+  _chained(files, config, ccfg, used)
   ccfg.update(input_dir=str(faces), output_dir=str(out), select=config.select,
-              niqe_threshold=config.niqe_threshold, image_size=_last_size(config, used))
+              niqe_threshold=config.niqe_threshold, image_size=_last_size(files, used))
   return clean.run(ccfg, None)
 
 
-def training_faces(config, root: pathlib.Path, stages) -> pathlib.Path:
+def training_faces(files, config, root: pathlib.Path, stages) -> pathlib.Path:
   if config.train_faces != 'bundled':
     return pathlib.Path(config.train_faces)
   from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
 
-  size = config_files.stage_config(config.config_dir, stages[0],
-                                   config.networks or None).data.source_size
+  size = files.get(stages[0]).data.source_size
   parallel.on_main_process('iterate: training faces written', sources.write_bundled_faces,
                            'train', size, root / 'train_faces')
   return root / 'train_faces'
 
 
-def test_set(config, root: pathlib.Path, stages) -> pathlib.Path:
+def test_set(files, config, root: pathlib.Path, stages) -> pathlib.Path:
   if config.test_set != 'bundled':
     folder = pathlib.Path(config.test_set)
     if not (folder / 'lq').is_dir() or not (folder / 'gt').is_dir():
       raise errors.NotFound(f'config.test_set={config.test_set!r}: expected a make_test_set '
                             'folder with lq/ and gt/')
     return folder
-  folder = root / 'test_set'
-  stage = config_files.stage_config(config.config_dir, stages[-1], config.networks or None)
-  made_from = {'faces': 'bundled test', 'size': stage.model.image_size, 'seed': config.test_seed,
-               'degradation': stage.data.degradation.to_dict()}
-
-  def write():  # on process 0, which alone decides: no process sees a half-written set
-    if (folder / 'manifest.json').exists() and resume.reusable(folder, made_from, 'the test set'):
-      return
-    from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top (TensorFlow)
-    from diffbfr_jax.data import sources  # pylint: disable=g-import-not-at-top
-    from diffbfr_jax.data import testset  # pylint: disable=g-import-not-at-top
-
-    shutil.rmtree(folder, ignore_errors=True)  # made by this job alone, from the bundled faces
-    tensorflow_cpu.keep_tensorflow_on_cpu()
-    size = stage.model.image_size
-    sources.write_bundled_faces('test', size, folder / 'hq')
-    testset.write_test_set(str(folder / 'hq'), str(folder), size=size, seed=config.test_seed,
-                           degradation=dict(stage.data.degradation))
-    resume.record(folder, made_from)
-
-  parallel.on_main_process('iterate: test set written', write)
-  return folder
+  stage = files.get(stages[-1])
+  return rounds.held_out_set(root / 'test_set', size=stage.model.image_size,
+                             seed=config.test_seed, degradation=stage.data.degradation)
 
 
 COLUMNS = (('psnr', 'PSNR (dB)', 2), ('ssim', 'SSIM', 4), ('lpips', 'LPIPS', 4),
@@ -295,8 +227,10 @@ def table(rows: list) -> str:
   return '\n'.join(lines)
 
 
-def run(config, workdir) -> list:
+def run(config, workdir) -> dict:
+  """Runs the rounds; its summary: {'config', 'rounds': one row per round}."""
   stages = check_config(config, workdir)
+  files = rounds.ConfigFiles(config.config_dir, config.networks)
   for field in ('train_faces', 'test_set'):  # folders taken from where the command runs
     if config[field] != 'bundled':
       config[field] = paths.absolute(config[field])
@@ -305,19 +239,19 @@ def run(config, workdir) -> list:
   root = pathlib.Path(paths.absolute(workdir))
   root.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  train_faces = training_faces(config, root, stages)
-  test_dir = test_set(config, root, stages)
+  train_faces = training_faces(files, config, root, stages)
+  test_dir = test_set(files, config, root, stages)
   rows, faces, moved = [], train_faces, None
   for r in range(config.rounds + 1):
     out = root / f'round_{r}'
     t0 = time.perf_counter()
-    folders = train_round(config, stages, r, faces, root)
+    folders = train_round(files, config, stages, r, faces, root)
     row = {'round': r, 'faces': 'the given faces' if r == 0 else f'round {r - 1} cleaned',
            'faces_dir': str(faces), 'checkpoints': {k: str(v) for k, v in folders.items()},
            'steps': {k: checkpointing.find(v)[1] for k, v in folders.items()},
-           **evaluate_round(config, folders, test_dir, train_faces, out), 'moved': moved}
+           **evaluate_round(files, config, folders, test_dir, train_faces, out), 'moved': moved}
     if r < config.rounds:
-      manifest = clean_round(config, folders, faces, out / 'cleaned')
+      manifest = clean_round(files, config, folders, faces, out / 'cleaned')
       faces, moved = out / 'cleaned' / 'images', manifest['lpips_mean']
     row['seconds_this_run'] = time.perf_counter() - t0
     rows.append(row)
@@ -327,10 +261,7 @@ def run(config, workdir) -> list:
     print(f'round {r} in {row["seconds_this_run"]:.0f} s:\n{table([row])}', flush=True)
   if parallel.is_main_process():
     (root / 'table.md').write_text(table(rows) + '\n')
-    (root / 'results.json').write_text(json.dumps(
-        {'config': config.to_dict(), 'rounds': rows}, indent=1, default=str))
   print(table(rows))
   print(f'Total {time.perf_counter() - start:.0f} s. Held-out faces: {test_dir}; FID of TEM '
         f'samples against {train_faces}. Rounds: {root}/round_<r>/table.md')
-  logging.info('Wrote %s', root / 'results.json')
-  return rows
+  return job_outputs.write_summary(root, {'config': config.to_dict(), 'rounds': rows})

@@ -17,10 +17,11 @@ import pathlib
 import jax
 
 from diffbfr_jax import checkpointing
-from diffbfr_jax import errors
 from diffbfr_jax import config_checks
+from diffbfr_jax import errors
+from diffbfr_jax import job_outputs
+from diffbfr_jax import models
 from diffbfr_jax import parallel
-from diffbfr_jax import summary
 from diffbfr_jax import train
 from diffbfr_jax.convert import state_dict
 from diffbfr_jax.diffusion import schedules
@@ -35,8 +36,8 @@ def convert(config):
   """(params, note): the stage's parameter tree from `config.convert.source`, and what was read."""
   source = pathlib.Path(config.convert.source)
   if not config.convert.source:
-    raise config_checks.ConfigError('config.convert.source is empty: give the PyTorch .pth file '
-                                    'to convert')
+    raise errors.ConfigError('config.convert.source is empty: give the PyTorch .pth file to '
+                             'convert')
   if not source.is_file():
     raise errors.NotFound(f'config.convert.source={str(source)!r} does not exist')
   tensors = state_dict.strip_wrappers(state_dict.read(source, key=config.convert.key))
@@ -45,20 +46,19 @@ def convert(config):
     state_dict.check_betas(buffers['betas'],
                            schedules.make_schedule(**config.diffusion.schedule).betas,
                            source=source)
-  params = state_dict.to_flax(tensors, summary.abstract_params(config), source=source)
+  params = state_dict.to_flax(tensors, models.abstract_params(config), source=source)
   note = {'file': source.name, 'sha256': sha256(source), 'key': config.convert.key,
           'tensors': len(tensors), 'schedule_buffers_ignored': sorted(buffers),
           'parameters': int(sum(p.size for p in jax.tree_util.tree_leaves(params)))}
   return params, note
 
 
-def run(config, workdir):
-  """Writes the converted checkpoint into `workdir`; returns the note stored in its meta."""
+def run(config, workdir) -> dict:
+  """Writes the converted checkpoint into `workdir`; returns the note stored in its meta, with
+  the checkpoint's folder."""
   config_checks.check_stage_config(config)
-  if not workdir:
-    raise config_checks.ConfigError('--workdir is required: the converted checkpoint goes to '
-                                    '<workdir>/checkpoints')
-  folder = pathlib.Path(workdir) / 'checkpoints'
+  workdir = job_outputs.workdir_folder(workdir, 'the converted checkpoint (<workdir>/checkpoints)')
+  folder = workdir / 'checkpoints'
   if folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir()):
     raise errors.Exists(f'{folder} already holds checkpoints; convert into a new workdir')
   params, note = convert(config)
@@ -81,4 +81,4 @@ def run(config, workdir):
   if note['schedule_buffers_ignored']:
     print(f'  ignored the schedule buffers {", ".join(note["schedule_buffers_ignored"])} '
           '(betas checked against config.diffusion.schedule)')
-  return note
+  return job_outputs.write_summary(workdir, {**note, 'checkpoint': str(folder / '0')})

@@ -21,13 +21,13 @@ from PIL import Image
 
 from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
-from diffbfr_jax import config_checks
 from diffbfr_jax import errors
+from diffbfr_jax import faces
+from diffbfr_jax import job_outputs
 from diffbfr_jax import parallel
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import sources
 from diffbfr_jax.diffusion import samplers
-from diffbfr_jax.restore import to_uint8
 
 
 def check_config(config) -> None:
@@ -84,7 +84,7 @@ def grid(images) -> np.ndarray:
 
 def run(config, workdir) -> dict:
   check_config(config)
-  out_dir = config_checks.output_folder(config, workdir, 'the samples')
+  out_dir = job_outputs.folder(config.output_dir, workdir, field='output_dir', what='the samples')
   indices = parallel.process_share(list(range(config.num_samples)))
   existing = [out_dir / sample_name(i) for i in indices if (out_dir / sample_name(i)).exists()]
   if existing and not config.overwrite:
@@ -107,7 +107,7 @@ def run(config, workdir) -> dict:
     t0 = time.perf_counter()
     chunk = indices[b:b + batch_size]
     padded = np.array(chunk + [chunk[-1]] * (batch_size - len(chunk)), np.uint32)
-    images = to_uint8(jax.device_get(draw(params, {'key': sample_keys(config.seed, padded)})))
+    images = faces.to_uint8(jax.device_get(draw(params, {'key': sample_keys(config.seed, padded)})))
     for i, image in zip(chunk, images):
       path = out_dir / sample_name(i)
       path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def run(config, workdir) -> dict:
   parallel.on_main_process('sample: summary written', write_outputs, config, out_dir, summary,
                            reference)
   if not parallel.is_main_process():
-    summary = json.loads((out_dir / 'summary.json').read_text())
+    summary = json.loads((out_dir / job_outputs.SUMMARY).read_text())
   return summary
 
 
@@ -146,7 +146,7 @@ def write_outputs(config, out_dir, summary: dict, reference) -> None:
     summary['fid'] = fid.fid_between_folders(drawn, reference, batch_size=config.batch_size,
                                              cache_dir=cache)
     summary['reference'] = reference.label
-  (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
+  job_outputs.write_summary(out_dir, summary)
   fid_text = f", FID {summary['fid']:.3f} against {summary['reference']}" if 'fid' in summary else ''
   print(f'Drew {config.num_samples} samples into {out_dir / "samples"} in '
         f'{summary["seconds"]:.1f} s ({summary["network_evaluations"]} network evaluations '

@@ -33,12 +33,12 @@ from PIL import Image
 
 from diffbfr_jax import cascade
 from diffbfr_jax import checkpointing
-from diffbfr_jax import config_checks
 from diffbfr_jax import errors
+from diffbfr_jax import faces
+from diffbfr_jax import job_outputs
 from diffbfr_jax import parallel
 from diffbfr_jax import resume
-from diffbfr_jax import restore
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import image_files
 from diffbfr_jax.data import sources
 
@@ -84,7 +84,7 @@ def settings_of(config, inputs: sources.ImageSet, stages) -> dict:
     recorded.append({'stage': stage.name, 'checkpoint': str(c.checkpoint), 'step': step,
                      'params': c.params, 'dtype': c.dtype, 'sampling': dict(stage.sampling),
                      'network_evaluations': cascade.num_steps(stage)})
-  return {'source': inputs.label, 'data_dir': str(config.get('data_dir', '')),
+  return {'source': inputs.label, 'data_dir': str(config.data_dir),
           'seed': config.seed, 'image_size': config.image_size,
           'selection': ({'rule': 'all'} if config.select == 'all' else
                         {'rule': 'niqe', 'above': config.niqe_threshold}),
@@ -134,9 +134,10 @@ def _prepare_output(config, out_dir: pathlib.Path, settings: dict) -> dict:
 
 def run(config, workdir) -> dict:
   check_config(config)
-  out_dir = config_checks.output_folder(config, workdir, 'the cleaned set')
+  out_dir = job_outputs.folder(config.output_dir, workdir, field='output_dir',
+                               what='the cleaned set')
   _check_not_inside(out_dir / 'images', config.input_dir)
-  inputs = sources.image_set(config.input_dir, data_dir=config.get('data_dir', ''))
+  inputs = sources.image_set(config.input_dir, data_dir=config.data_dir)
   output_of = sources.output_names(inputs.names)  # over all names: host-independent
   stages, params = cascade.load(config)  # every checkpoint error comes before compute
   settings = settings_of(config, inputs, stages)
@@ -161,7 +162,7 @@ def run(config, workdir) -> dict:
       log.write('\n')  # a line cut by a stop stays a line of its own (and is ignored)
     for b in range(0, len(todo), batch_size):
       t0 = time.perf_counter()
-      records, written, faces = [], [], []  # every record; those of images read, their faces
+      records, written, read = [], [], []  # every record; those of images read, their faces
       for name in todo[b:b + batch_size]:
         record = {'name': name, 'output': output_of[name], 'where': inputs.where(name)}
         try:
@@ -171,7 +172,7 @@ def run(config, workdir) -> dict:
           logging.warning('Skipping %s', e)
           records.append({**record, 'skipped': str(e)})
           continue
-        rgb, resized = restore.to_size(original, name, size)
+        rgb, resized = faces.to_size(original, name, size)
         record.update(sha256=hashlib.sha256(data).hexdigest(), height=original.shape[0],
                       width=original.shape[1], resized=resized)
         if config.select == 'niqe':
@@ -184,20 +185,20 @@ def run(config, workdir) -> dict:
           record['cleaned'] = True
         records.append(record)
         written.append(record)
-        faces.append(rgb)
+        read.append(rgb)
       picked = [i for i, r in enumerate(written) if r['cleaned']]
-      outputs = list(faces)
+      outputs = list(read)
       if picked:
         lq = np.zeros((batch_size, size, size, 3), np.float32)
         hashes = np.zeros((batch_size,), np.uint32)
         for j, i in enumerate(picked):
-          lq[j] = faces[i].astype(np.float32) / 127.5 - 1.0
+          lq[j] = read[i].astype(np.float32) / 127.5 - 1.0
           hashes[j] = zlib.crc32(written[i]['name'].encode())
-        keys = restore.face_keys(config.seed, hashes, np.zeros_like(hashes))
-        result = restore.to_uint8(jax.device_get(
+        keys = faces.face_keys(config.seed, hashes, np.zeros_like(hashes))
+        result = faces.to_uint8(jax.device_get(
             restore_fn(params, {'lq': lq, 'key': keys})['output']))
         # LPIPS of the whole padded batch: one compile, whatever the count picked.
-        distances = np.asarray(lpips.lpips(restore.to_uint8(lq), result, net=config.lpips_net))
+        distances = np.asarray(lpips.lpips(faces.to_uint8(lq), result, net=config.lpips_net))
         for j, i in enumerate(picked):
           outputs[i] = result[j]
           written[i]['lpips'] = float(distances[j])
@@ -222,7 +223,9 @@ def run(config, workdir) -> dict:
     return manifest
 
   manifest = parallel.on_main_process('clean: manifest written', gather)
-  return manifest or json.loads((out_dir / 'manifest.json').read_text())
+  manifest = manifest or json.loads((out_dir / 'manifest.json').read_text())
+  summary = {k: v for k, v in manifest.items() if k != 'images'}
+  return job_outputs.write_summary(out_dir, {**summary, 'manifest': 'manifest.json'})
 
 
 def write_grid(out_dir: pathlib.Path, inputs: sources.ImageSet, records, count: int,
@@ -231,7 +234,7 @@ def write_grid(out_dir: pathlib.Path, inputs: sources.ImageSet, records, count: 
   shown = [r for r in records if r.get('cleaned')][:count]
   if not shown:
     return
-  top = [restore.read_face(inputs, r['name'], size)[0] for r in shown]
+  top = [faces.read_face(inputs, r['name'], size)[0] for r in shown]
   bottom = [np.asarray(Image.open(out_dir / 'images' / r['output']).convert('RGB'))
             for r in shown]
   Image.fromarray(np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)).save(

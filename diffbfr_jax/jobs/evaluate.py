@@ -11,20 +11,20 @@ DIR/per_image.csv and DIR/summary.json. Prints the results as a row of the paper
 
 import csv
 import functools
-import json
 import logging
 import time
 
 import numpy as np
 
-from diffbfr_jax import config_checks
-from diffbfr_jax.config_checks import ConfigError
+from diffbfr_jax import job_outputs
+from diffbfr_jax.errors import ConfigError
 from diffbfr_jax.data import sources
 from diffbfr_jax.metrics import fid
+from diffbfr_jax.metrics import full_reference
 from diffbfr_jax.metrics import lpips
 from diffbfr_jax.metrics import niqe
-from diffbfr_jax.metrics import psnr_ssim
 
+PROCESSES = 'main'  # quick next to the cascade: process 0 measures, the others wait
 METRICS = ('psnr', 'ssim', 'lpips', 'niqe', 'fid')
 PER_IMAGE = ('psnr', 'ssim', 'lpips', 'niqe')  # FID is a distance between the two sets
 TABLE = ('ssim', 'psnr', 'fid', 'niqe', 'lpips')  # the column order of the paper's Table 1
@@ -71,13 +71,15 @@ def check_config(config) -> None:
 
 def run(config, workdir) -> dict:
   check_config(config)
-  out_dir = config_checks.output_folder(config, workdir, 'the per-image CSV and the summary')
-  data_dir = config.get('data_dir', '')
+  out_dir = job_outputs.folder(config.output_dir, workdir, field='output_dir',
+                               what='the per-image CSV and the summary')
+  data_dir = config.data_dir
   restored_set = sources.image_set(config.restored_dir, data_dir=data_dir)
   gt_set = sources.image_set(config.gt_dir, data_dir=data_dir)
   pairs = pair_files(restored_set, gt_set)
   metrics = [m for m in PER_IMAGE if m in config.metrics]
-  measure = functools.partial(batch_metrics, metrics, y_channel=config.y_channel,
+  measure = functools.partial(full_reference.batch_metrics, metrics,
+                              y_channel=config.y_channel,
                               lpips_net=config.lpips_net)
   rows, start = [], time.perf_counter()
   for b in range(0, len(pairs), config.batch_size):
@@ -123,9 +125,8 @@ def run(config, workdir) -> dict:
     writer = csv.DictWriter(f, fieldnames=['name', 'restored', 'gt', *metrics])
     writer.writeheader()
     writer.writerows(rows)
-  (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
   print(table_row(results, label=str(config.restored_dir)))
-  return summary
+  return job_outputs.write_summary(out_dir, summary)
 
 
 def table_row(means: dict, label: str) -> str:
@@ -134,16 +135,3 @@ def table_row(means: dict, label: str) -> str:
   header = '| | ' + ' | '.join(m.upper() for m in TABLE) + ' |'
   cells = [f'{means[m]:.{DIGITS[m]}f}' if m in means else '-' for m in TABLE]
   return f'{header}\n|---|' + '---|' * len(TABLE) + f'\n| {label} | ' + ' | '.join(cells) + ' |'
-
-
-def batch_metrics(metrics, x, y, *, y_channel: bool = False, lpips_net: str = 'vgg') -> dict:
-  """{metric: [B] values} of the full-reference `metrics` (psnr, ssim, lpips) between two
-  batches [B, H, W, 3] on the 0..255 scale."""
-  values = {}
-  if 'psnr' in metrics:
-    values['psnr'] = np.asarray(psnr_ssim.psnr(x, y, y=y_channel))
-  if 'ssim' in metrics:
-    values['ssim'] = np.asarray(psnr_ssim.ssim(x, y, y=y_channel))
-  if 'lpips' in metrics:
-    values['lpips'] = np.asarray(lpips.lpips(x, y, net=lpips_net))
-  return values

@@ -7,7 +7,6 @@ a temporary folder and renames it when complete: a run killed mid-save leaves no
 and the restart resumes from the last complete checkpoint.
 """
 
-import json
 import logging
 import os
 import pathlib

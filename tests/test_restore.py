@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from configs import cascade as cascade_config
-from diffbfr_jax import checkpointing
 from diffbfr_jax import errors
 from diffbfr_jax import main
 from diffbfr_jax.errors import ConfigError

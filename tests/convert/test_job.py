@@ -16,7 +16,6 @@ from diffbfr_jax import errors
 from diffbfr_jax import main
 from diffbfr_jax import models
 from diffbfr_jax.cascade import stage_from_checkpoint
-from diffbfr_jax.convert import state_dict
 from diffbfr_jax.diffusion import schedules
 
 torch = pytest.importorskip('torch')

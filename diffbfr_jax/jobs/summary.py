@@ -14,8 +14,8 @@ from diffbfr_jax import models
 PROCESSES = 'main'  # quick: process 0 prints it, the others wait
 
 
-def summarize(config) -> str:
-  params = models.abstract_params(config)
+def summarize(config, params) -> str:
+  """The overview of `params`, the abstract parameter tree of `config`'s network."""
   table = parameter_overview.get_parameter_overview(params, include_stats=False)
   leaves = jax.tree_util.tree_leaves(params)
   return (f'{table}\nstage: {config.stage}  model: {config.model_type}  image size: '
@@ -25,8 +25,8 @@ def summarize(config) -> str:
 
 def run(config, workdir) -> dict:
   config_checks.check_stage_config(config)
-  print(summarize(config))
-  params = models.abstract_params(config)
+  params = models.abstract_params(config)  # traced once, for the table and the summary
+  print(summarize(config, params))
   summary = {'stage': config.stage, 'model_type': config.model_type,
              'image_size': config.model.image_size, 'parameters': models.count_params(params),
              'tensors': len(jax.tree_util.tree_leaves(params))}

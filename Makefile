@@ -1,6 +1,6 @@
 # The two commands, from a fresh clone (Python 3.11 or newer as python3):
-#   make demo   makes .venv if needed, installs diffbfr_jax with the versions in constraints.txt
-#               and the FID Inception weights, and runs the demo job into runs/demo
+#   make demo   makes .venv if needed, installs diffbfr_jax (with its photos extra) with the
+#               versions in constraints.txt and the FID Inception weights, and runs the demo job into runs/demo
 #   make test   the same environment with the test and compile extras (pytest, torch; the TPU
 #               and GPU compilers of docs/compile.md), then the tests
 # Other set-ups (your own environment, jax[cuda12], jax[tpu]): docs/setup.md.
@@ -13,12 +13,12 @@ DEMO_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml constraints.txt requirements-no-deps.txt
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e .
+	$(PIP) install -c constraints.txt -e ".[photos]"
 	$(PIP) install -c constraints.txt --no-deps -r requirements-no-deps.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -c constraints.txt -e ".[test,compile]"
+	$(PIP) install -c constraints.txt -e ".[test,compile,photos]"
 	touch $@
 
 # JAX_PLATFORMS=cpu unless set: after `make test` the environment has the compile extra, whose

@@ -38,6 +38,10 @@ class NotFound(UserError, FileNotFoundError):
   """A file, folder, checkpoint or dataset that a config field names and that is not there."""
 
 
+class MissingExtra(UserError, ImportError):
+  """A package that a job needs and that only a pip extra installs (the message names it)."""
+
+
 class Exists(UserError, FileExistsError):
   """An output that is already there and would be overwritten."""
 

@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'diffbfr_jax'
 # From the bottom up; a module may import its own unit and those of lower floors only.
 FLOORS = (
     ('errors', 'paths', 'models', 'diffusion'),
-    ('resume', 'config_checks', 'config_files', 'parallel', 'data', 'convert'),
+    ('resume', 'config_checks', 'config_files', 'parallel', 'data', 'convert', 'photos'),
     ('checkpointing', 'metrics', 'faces', 'job_outputs'),
     ('train', 'cascade', 'longtail'),
     ('rounds',),

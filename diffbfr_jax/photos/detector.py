@@ -238,7 +238,7 @@ def detect(rgb: np.ndarray, min_face_size: float = 20, thresholds=(0.6, 0.7, 0.8
   found = []
   for scale in scales(h, w, min_face_size):
     level = resize_area(image, int(h * scale), int(w * scale))
-    if min(level.shape[:2]) < 12:
+    if min(level.shape[:2]) < 11:  # PNet's output would be empty (TensorFlow: an error)
       continue
     offsets, prob = pnet(weights['pnet'], jnp.asarray(level[None]))
     offsets, prob = np.asarray(offsets[0]), np.asarray(prob[0])

@@ -107,7 +107,8 @@ def paste(canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray, factor: int)
   size = face.shape[0]
   to_crop = to_upsampled(matrix, factor)
   corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]])
-  spots = corners @ invert(to_crop).T
+  back = invert(to_crop)  # crop -> canvas
+  spots = corners @ back.T
   h, w = canvas.shape[:2]
   margin = 2
   x0 = max(int(np.floor(spots[:, 0].min())) - margin, 0)
@@ -116,8 +117,7 @@ def paste(canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray, factor: int)
   y1 = min(int(np.ceil(spots[:, 1].max())) + margin + 1, h)
   if x1 <= x0 or y1 <= y0:
     return None
-  # The crop's pixels back in the canvas box: `warp` with the canvas -> crop transform's inverse.
-  back = invert(to_crop)
+  # The crop's pixels back in the canvas box: `warp` takes the crop -> canvas transform.
   pasted = warp(face, back, y1 - y0, x1 - x0, border=0.0, origin=(x0, y0))
   mask = warp(np.ones((size, size), np.float32), back, y1 - y0, x1 - x0, border=0.0,
               origin=(x0, y0))[..., 0]

@@ -32,16 +32,17 @@ class Face:
 def find_faces(rgb: np.ndarray, size: int, *, min_face_size: float = 20,
                thresholds=(0.6, 0.7, 0.8), only_largest: bool = False) -> list:
   """Every face of an RGB photo, in the detector's score order, each aligned to the FFHQ
-  template in a size x size crop (only the largest box's face with `only_largest`)."""
+  template in a size x size crop (only the largest box's face with `only_largest`, the others
+  not warped)."""
   rows = detector.detect(rgb, min_face_size, thresholds)
+  if only_largest and len(rows):
+    rows = rows[[np.argmax((rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1]))]]
   faces = []
   for row in rows:
     marks = detector.landmarks(row)
     matrix = align.fit_similarity(marks, align.template(size))
     faces.append(Face(box=row[:4], score=float(row[4]), landmarks=marks, matrix=matrix,
                       crop=align.warp(rgb, matrix, size, size)))
-  if only_largest and faces:
-    faces = [max(faces, key=lambda f: f.area)]
   return faces
 
 

@@ -15,6 +15,9 @@ preset syntax of every config file, common.parse_preset):
   irm_s     one conditional 512 stage from noise, conditioned on the LQ face (Table 2 "IRM-s";
             give it an IRM-2 trained with --config.data.condition=lq).
   fast      the full cascade on respaced grids: 100 + 50 + 25 evaluations per face.
+  distillK  (K = 8, 4, 2, 1) the full cascade with distilled stages (the distill job's
+            steps_K checkpoints, docs/distill.md): K DDIM steps (eta 0) per stage over its
+            segment, each x_0 estimate clipped: 3K evaluations per face.
   ...,demo  the :demo networks (faces at 32, checkpoints in runs/<stage>_demo), e.g. `:fast,demo`.
   ...,smoke the :smoke networks (faces at 32), for tests.
 Each stage's chain is config.<stage>.sampling: the keyword arguments of
@@ -34,7 +37,8 @@ from configs import irm1
 from configs import irm2
 from configs import tem
 
-CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast')
+DISTILLED = {'distill8': 8, 'distill4': 4, 'distill2': 2, 'distill1': 1}
+CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast', *DISTILLED)
 SIZES = ('', 'demo', 'smoke')
 
 
@@ -74,10 +78,18 @@ def get_config(arg=None):
     config.irm2.sampling.respacing = '100'  # N1 = 1000 of 2000 -> 50 steps of the 100 kept
     config.tem.sampling.respacing = '250'  # N2 = 100 of 1000 -> 25 steps (DifFace's grid)
 
+  if cascade in DISTILLED:
+    steps = DISTILLED[cascade]
+    for name in ('irm1', 'irm2', 'tem'):
+      config[name].sampling.update(respacing=f'segment{steps}', sampler='ddim', eta=0.0,
+                                   clip_x0=True)
+
   if size:
     config.image_size = 32
     config.batch_size = 8
   if size == 'demo':
     for name in ('irm1', 'irm2', 'tem'):
       config[name].checkpoint = f'runs/{name}_demo'
+      if cascade in DISTILLED:
+        config[name].checkpoint = f'runs/demo/distill/{name}/steps_{DISTILLED[cascade]}'
   return config

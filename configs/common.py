@@ -31,6 +31,7 @@ def base(stage: str) -> ml_collections.ConfigDict:
       optimizer='adam',  # 'adam' | 'adamw' (the stage configs set the paper's)
       learning_rate=1e-4,  # peak rate, reached after warmup_steps
       warmup_steps=0,  # linear warm-up from 0
+      lr_decay='constant',  # after the warm-up: 'constant' | 'linear' (down to 0 at num_steps)
       weight_decay=0.0,  # AdamW's decoupled weight decay
       grad_clip=1.0,  # clip gradients to this global norm; 0 turns clipping off
       batch_size=4,  # global batch: split over processes, then devices

@@ -42,9 +42,11 @@ class Stage(NamedTuple):
   image_size: int
   conditional: bool  # takes concat[input, x_t]
   sampling: dict  # keyword arguments of samplers.make_sampler (config.<stage>.sampling)
+  prediction: str = 'eps'  # what the network predicts (samplers.PREDICTIONS; its checkpoint's)
 
 
-def build_stage(name: str, model_type: str, model_config, diffusion_config, sampling) -> Stage:
+def build_stage(name: str, model_type: str, model_config, diffusion_config, sampling,
+                prediction: str = 'eps') -> Stage:
   """A Stage from the fields a training run records (checkpoint meta, or a stage config)."""
   model_config = ml_collections.ConfigDict(_tuples(dict(model_config)))
   model = models.create_model(model_type, **model_config)
@@ -65,7 +67,7 @@ def build_stage(name: str, model_type: str, model_config, diffusion_config, samp
                       f'the {name} network, which has {out} output channels')
   stage = Stage(name=name, model=model, apply=apply, schedule=schedule, time_input=models.TIME_INPUT[model_type],
                 image_size=model_config.image_size, conditional=model_config.in_channels > 3,
-                sampling=sampling)
+                sampling=sampling, prediction=prediction)
   num_steps(stage)  # a start step or respacing that does not fit fails here, by field
   return stage
 
@@ -82,9 +84,9 @@ def _tuples(tree):
 def num_steps(stage: Stage) -> int:
   """The network evaluations `stage`'s chain makes (= its reverse steps)."""
   try:
-    schedule = schedules.respace(stage.schedule, stage.sampling.get('respacing', ''))
-    return schedules.start_count(schedule, stage.sampling['start_step'],
-                                 stage.sampling.get('start_grid', 'original'))
+    return schedules.sampling_grid(stage.schedule, stage.sampling.get('respacing', ''),
+                                   stage.sampling['start_step'],
+                                   stage.sampling.get('start_grid', 'original'))[1]
   except ValueError as e:
     raise ConfigError(f'config.{stage.name}.sampling: {e}') from None
 
@@ -121,7 +123,7 @@ def make_cascade(stages):
       stage_params = params[stage.name]
       sample, _ = samplers.make_sampler(
           lambda x, t, c, p=stage_params, f=stage.apply: f(p, x, t, c), stage.schedule,
-          time_input=stage.time_input, **stage.sampling)
+          time_input=stage.time_input, prediction=stage.prediction, **stage.sampling)
       start = resize(previous, stage.image_size)
       previous = sample(stage_keys, start, start if stage.conditional else None)
       outputs[stage.name] = previous
@@ -151,11 +153,8 @@ def stage_from_checkpoint(name: str, stage_config):
   if not stage_config.checkpoint:
     raise ConfigError(f'config.{name}.checkpoint is empty: give the workdir of a trained {name} '
                       f'run (or switch the stage off with config.{name}.enabled=False)')
-  try:
-    folder, step = checkpointing.find(stage_config.checkpoint, stage_config.step)
-  except errors.NotFound as e:
-    raise errors.NotFound(f'config.{name}.checkpoint={stage_config.checkpoint!r} '
-                          f'(step={stage_config.step}): {e}') from None
+  folder, step = checkpointing.find_field(f'{name}.checkpoint', stage_config.checkpoint,
+                                         stage_config.step)
   meta = checkpointing.read_meta(folder, step)
   if meta['stage'] != name:
     raise errors.CheckpointError(
@@ -165,7 +164,7 @@ def stage_from_checkpoint(name: str, stage_config):
   if stage_config.dtype:
     model_config['dtype'] = stage_config.dtype
   stage = build_stage(name, meta['model_type'], model_config, meta['diffusion'],
-                      stage_config.sampling)
+                      stage_config.sampling, checkpointing.prediction_of(meta))
   abstract = jax.eval_shape(stage.model.init, jax.random.key(0),
                             *models.example_inputs(stage.model))['params']
   params = checkpointing.restore_params(folder, step, abstract, item=stage_config.params)

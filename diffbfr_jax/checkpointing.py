@@ -128,9 +128,16 @@ def all_finite(tree):
 
 
 def meta_of(config) -> dict:
-  """The `meta` item of a stage config's checkpoints: what a reader needs to rebuild the network."""
+  """The `meta` item of a stage config's checkpoints: what a reader needs to rebuild the network.
+  A distilled student's also has 'prediction' (what its output predicts) and 'distill' (its
+  teacher, round and steps; jobs/distill.py)."""
   return {'stage': config.stage, 'model_type': config.model_type,
           'model': config.model.to_dict(), 'diffusion': config.diffusion.to_dict()}
+
+
+def prediction_of(meta: dict) -> str:
+  """What a checkpoint's network predicts: 'eps' (every trained stage) unless its meta says."""
+  return meta.get('prediction', 'eps')
 
 
 def refusal(where: str, differences) -> str:
@@ -163,9 +170,10 @@ FIRST_FIELDS = ('stage', 'model_type', 'model.image_size', 'model.in_channels',
 
 
 def meta_differences(stored: dict, wanted: dict):
-  """[(field, stored value, wanted value)] over stage, model_type, model and diffusion, with
-  JSON's lists and tuples alike, FIRST_FIELDS first; RESUMABLE_MODEL_FIELDS are ignored."""
-  fields = ('stage', 'model_type', 'model', 'diffusion')
+  """[(field, stored value, wanted value)] over stage, model_type, model, diffusion and (for
+  distilled students) prediction and distill, with JSON's lists and tuples alike, FIRST_FIELDS
+  first; RESUMABLE_MODEL_FIELDS are ignored."""
+  fields = ('stage', 'model_type', 'model', 'diffusion', 'prediction', 'distill')
   diffs = resume.differences({f: stored.get(f) for f in fields},
                              {f: wanted.get(f) for f in fields},
                              ignore=[f'model.{r}' for r in RESUMABLE_MODEL_FIELDS])
@@ -196,6 +204,15 @@ def find(path, step: int = -1):
   if step not in steps:
     raise errors.NotFound(f'{folder} has no checkpoint of step {step}; it has {sorted(steps)}')
   return folder, step
+
+
+def find_field(field: str, path, step: int = -1):
+  """`find` for the config field `field` that names the checkpoint (and its `step` field): the
+  NotFound names the field and its value."""
+  try:
+    return find(path, step)
+  except errors.NotFound as e:
+    raise errors.NotFound(f'config.{field}={path!r} (step={step}): {e}') from None
 
 
 def trained_step(path) -> int:

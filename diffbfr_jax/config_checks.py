@@ -61,8 +61,8 @@ def check_model_config(model_type: str, model) -> None:
 
 def check_stage_config(config) -> None:
   """Every check a stage config must pass before anything is built."""
-  if config.job not in ('train', 'summary', 'convert'):
-    _fail('job', config.job, "expected 'train', 'summary' or 'convert'.")
+  if config.job not in ('train', 'summary', 'convert', 'distill'):
+    _fail('job', config.job, "expected 'train', 'summary', 'convert' or 'distill'.")
   check_model_config(config.model_type, config.model)
   check_train_fields(config.train)
   learned_variance = config.sampling.variance == 'learned_range'
@@ -99,8 +99,8 @@ def check_stage_config(config) -> None:
     _fail('diffusion.schedule', (sched.beta_start, sched.beta_end),
           'needs 0 < beta_start < beta_end < 1.')
   try:
-    grid = schedules.respace(schedules.make_schedule(**sched), sampling.respacing)
-    steps = schedules.start_count(grid, sampling.start_step, sampling.start_grid)
+    _, steps = schedules.sampling_grid(schedules.make_schedule(**sched), sampling.respacing,
+                                       sampling.start_step, sampling.start_grid)
   except ValueError as e:  # their messages name the value (respacing=..., start_step=...)
     raise errors.ConfigError(f'config.sampling: {e}') from None
   if steps == 0:
@@ -120,6 +120,8 @@ def check_train_fields(train) -> None:
       _fail(f'train.{field}', train[field], 'must be a whole number of at least 0.')
   if train.preview_every and train.preview_count < 1:
     _fail('train.preview_count', train.preview_count, 'must be at least 1 with preview_every.')
+  if train.get('lr_decay', 'constant') not in ('constant', 'linear'):
+    _fail('train.lr_decay', train.lr_decay, "expected 'constant' or 'linear'.")
   profile = tuple(train.profile_steps)
   if len(profile) != 2 or profile != (0, 0) and not 1 <= profile[0] <= profile[1]:
     _fail('train.profile_steps', profile, 'expected (first, last) steps with 1 <= first <= last, '

@@ -301,15 +301,18 @@ def first_local_device():
   return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
-def pmap_train_step(step_fn, devices=None, donate_state: bool = False):
+def pmap_train_step(step_fn, devices=None, donate_state: bool = False, frozen: bool = False):
   """`step_fn(state, batch, rng) -> (state, metrics)`, per device, reducing with `lax.pmean`
   over `AXIS`, becomes a step over all local devices: batch leaves `[local_devices, ...]`, the
   state and the metrics unreplicated (they must be identical on every device).
 
   `devices`: others than this process's (the compile benchmark's compile-only devices of a
   TPU or GPU target). `donate_state`: the step may write the new state over the old one's
-  buffers, which the caller must not use afterwards (the compile benchmark measures it)."""
-  return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
+  buffers, which the caller must not use afterwards (the compile benchmark measures it).
+  `frozen`: the step takes a fourth argument, replicated like the state (a teacher's
+  parameters)."""
+  in_axes = (None, 0, None) + ((None,) if frozen else ())
+  return jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=(None, None),
                   devices=devices, donate_argnums=(0,) if donate_state else ())
 
 

@@ -12,6 +12,7 @@ PATH_FIELDS = (
     'restored_dir', 'gt_dir', 'fid_cache_dir', 'data_dir',  # evaluate (data_dir: restore too)
     'reference_dir',  # sample
     'config_dir',  # demo
+    'distill.teacher',  # distill
 )
 
 

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -47,11 +47,15 @@ class TrainState:
 
 
 def make_optimizer(*, optimizer: str, learning_rate: float, warmup_steps: int,
-                   weight_decay: float, grad_clip: float):
-  """Adam or AdamW with linear warm-up to a constant rate inside the transform; global-norm
-  clipping first when `grad_clip` > 0. Returns (transform, learning-rate schedule)."""
+                   weight_decay: float, grad_clip: float, decay_steps: int = 0):
+  """Adam or AdamW with linear warm-up to a constant rate inside the transform (then, with
+  `decay_steps`, linearly down to 0 over that many steps); global-norm clipping first when
+  `grad_clip` > 0. Returns (transform, learning-rate schedule)."""
   schedule = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps) \
       if warmup_steps else optax.constant_schedule(learning_rate)
+  if decay_steps:
+    schedule = optax.join_schedules(
+        [schedule, optax.linear_schedule(learning_rate, 0.0, decay_steps)], [warmup_steps])
   if optimizer == 'adam':
     opt = optax.adam(schedule)
   elif optimizer == 'adamw':
@@ -60,6 +64,15 @@ def make_optimizer(*, optimizer: str, learning_rate: float, warmup_steps: int,
     raise errors.ConfigError(f"config.train.optimizer={optimizer!r}; expected 'adam' or 'adamw'")
   parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []) + [opt]
   return optax.chain(*parts), schedule
+
+
+class Objective(NamedTuple):
+  """What a run trains towards and from, when it is not the stage's own diffusion loss from a
+  random initialisation (the distill job's student: a teacher's chain, from the teacher)."""
+  loss_fn: Callable[..., Any]  # loss_fn(params, batch, key, frozen) -> (loss, metrics)
+  frozen: Any  # a tree every step is given and does not train (a teacher's parameters)
+  init_params: Any  # the parameters (and EMA) of step 0
+  meta: dict  # the checkpoints' meta item (checkpointing.meta_of's fields and more)
 
 
 DROPOUT_STREAM = 0x64726F70  # folded into the step key for the dropout keys ('drop')
@@ -86,9 +99,11 @@ def make_loss_fn(config, model, schedule):
   return loss_fn
 
 
-def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
+def train_step(state: TrainState, batch, key, *frozen, loss_fn, tx, ema_decay: float,
                microbatches: int, lr_schedule):
   """One optimizer step on this device's batch `[B, ...]`, gradients averaged over devices.
+  `frozen`: nothing, or one tree passed on to `loss_fn(params, batch, key, frozen)` (an
+  Objective's).
 
   Its metrics include `state_finite` (1.0 when every array of the new state is finite), which
   the loop reads before saving and does not write out."""
@@ -99,18 +114,18 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
                      f'batch of {size}')
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if microbatches == 1:
-    (loss, aux), grads = grad_fn(state.params, batch, key)
+    (loss, aux), grads = grad_fn(state.params, batch, key, *frozen)
   else:
     # Accumulate over slices of the batch: activation memory of one slice, same gradient.
     micro = jax.tree_util.tree_map(
         lambda x: x.reshape((microbatches, size // microbatches) + x.shape[1:]), batch)
 
     def accumulate(carry, mb):
-      (loss, aux), grads = grad_fn(state.params, mb, key)
+      (loss, aux), grads = grad_fn(state.params, mb, key, *frozen)
       return jax.tree_util.tree_map(jnp.add, carry, (grads, loss, aux)), None
 
     (_, first_aux), _ = jax.eval_shape(
-        grad_fn, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), key)
+        grad_fn, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), key, *frozen)
     zeros = jax.tree_util.tree_map(
         lambda s: jnp.zeros(s.shape, s.dtype),
         jax.eval_shape(lambda: (state.params, jnp.zeros(()), first_aux)))
@@ -129,6 +144,14 @@ def train_step(state: TrainState, batch, key, *, loss_fn, tx, ema_decay: float,
   finite = checkpointing.all_finite(new_state).astype(jnp.float32)
   metrics['state_finite'] = jax.lax.pmin(finite, parallel.AXIS)
   return new_state, metrics
+
+
+def decay_steps(tc) -> int:
+  """The steps of config.train's linear decay to 0 (`lr_decay='linear'`: from the end of the
+  warm-up to num_steps), 0 for a constant rate."""
+  if tc.get('lr_decay', 'constant') == 'linear':
+    return max(tc.num_steps - tc.warmup_steps, 1)
+  return 0
 
 
 def example_builder(config):
@@ -155,10 +178,11 @@ def state_from_params(params, tx) -> TrainState:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       progress: bool = False) -> TrainState:
+                       progress: bool = False, objective: Objective | None = None) -> TrainState:
   """Trains `config.stage` in `workdir`, resuming from its latest checkpoint if there is one.
   `progress`: print a line every `log_every` steps (the train job; jobs that train several
-  stages print their own line per stage)."""
+  stages print their own line per stage). `objective`: another loss, start and meta than the
+  stage's own (the distill job's)."""
   # TensorFlow (data and TensorBoard writing) is imported here only, and kept off accelerators.
   from diffbfr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from diffbfr_jax.data import tensorflow_cpu  # pylint: disable=g-import-not-at-top
@@ -174,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   topology = parallel.topology()
   config_checks.check_topology(config, **topology)  # before anything is built
   tc = config.train
-  meta = checkpointing.meta_of(config)
+  meta = checkpointing.meta_of(config) if objective is None else objective.meta
   ckpt = checkpointing.Checkpointer(workdir, keep=tc.keep_checkpoints)
   ckpt.check_meta(meta)  # a checkpoint of another stage, network or diffusion: stop here
   writer = metric_writers.create_default_writer(workdir, just_logging=not parallel.is_main_process())
@@ -182,10 +206,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = schedules.make_schedule(**config.diffusion.schedule)
   tx, lr_schedule = make_optimizer(optimizer=tc.optimizer, learning_rate=tc.learning_rate,
                                    warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
-                                   grad_clip=tc.grad_clip)
+                                   grad_clip=tc.grad_clip, decay_steps=decay_steps(tc))
   root_key = jax.random.key(config.seed)
   init_key, train_key, preview_key = jax.random.split(root_key, 3)
-  state = parallel.place_state(ckpt.restore(create_state(config, model, tx, init_key)))
+  if objective is None:
+    loss_fn, frozen = make_loss_fn(config, model, schedule), ()
+    initial = create_state(config, model, tx, init_key)
+  else:
+    loss_fn, frozen = objective.loss_fn, (parallel.place_state(objective.frozen),)
+    initial = state_from_params(objective.init_params, tx)
+  state = parallel.place_state(ckpt.restore(initial))
   start_step = int(state.step)
 
   dataset, loader = pipeline.from_config(config, start_step=start_step, **topology)
@@ -195,9 +225,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   def next_batch():
     return build(jax.tree_util.tree_map(np.asarray, next(batches)))
 
-  step_fn = parallel.pmap_train_step(functools.partial(
-      train_step, loss_fn=make_loss_fn(config, model, schedule), tx=tx,
-      ema_decay=tc.ema_decay, microbatches=tc.microbatches, lr_schedule=lr_schedule))
+  pmapped = parallel.pmap_train_step(functools.partial(
+      train_step, loss_fn=loss_fn, tx=tx, ema_decay=tc.ema_decay,
+      microbatches=tc.microbatches, lr_schedule=lr_schedule), frozen=bool(frozen))
+  step_fn = lambda state_, batch_, key_: pmapped(state_, batch_, key_, *frozen)
 
   if start_step == 0:
     writer.write_hparams(_flatten(config.to_dict()))

@@ -131,7 +131,8 @@ def test_a_cascade_without_stages_or_of_the_wrong_size_is_refused():
 
 def test_unknown_presets_name_the_choices():
   with pytest.raises(ValueError, match=r"Unknown config preset 'irm_x'.*cascade: tem_w, irm_c_t, "
-                                       r'irm_c, irm_s, fast; size: demo, smoke'):
+                                       r'irm_c, irm_s, fast, distill8, distill4, distill2, distill1; '
+                                       r'size: demo, smoke'):
     cascade_config.get_config('irm_x')
 
 

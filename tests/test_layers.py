@@ -15,7 +15,7 @@ FLOORS = (
     ('resume', 'config_checks', 'config_files', 'parallel', 'data', 'convert', 'photos'),
     ('checkpointing', 'metrics', 'faces', 'job_outputs'),
     ('train', 'cascade', 'longtail'),
-    ('rounds',),
+    ('rounds', 'distill'),
     ('jobs',),
     ('main',),
     ('benchmarks',),

@@ -244,3 +244,16 @@ def test_sigterm_saves_the_step_and_the_resumed_run_is_bit_identical(tmp_path):
   straight = _run(tmp_path / 'straight', step + 2)
   for a, b in zip(_leaves(straight), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_linear_decay_reaches_zero_at_the_last_step():
+  """`train.lr_decay='linear'` (the distill job's): warm-up, then a straight line to 0."""
+  config = irm2.get_config('smoke')
+  config.train.update(learning_rate=1e-3, warmup_steps=10, num_steps=100, lr_decay='linear')
+  tc = config.train
+  _, schedule = train.make_optimizer(optimizer='adam', learning_rate=tc.learning_rate,
+                                     warmup_steps=tc.warmup_steps, weight_decay=0.0,
+                                     grad_clip=1.0, decay_steps=train.decay_steps(tc))
+  for step in (0, 5, 10, 55, 99, 100):
+    expected = 1e-3 * step / 10 if step < 10 else 1e-3 * (100 - step) / 90
+    assert abs(float(schedule(step)) - expected) < 1e-9, step

@@ -463,6 +463,9 @@ def _config(task: dict):
     config.model.dtype = FLAGS.dtype
   if 'remat' in task:
     config.model.remat = task['remat']
+  if task.get('distilled'):  # configs/cascade.py's distillK presets: K DDIM steps per stage
+    config.sampling.update(respacing=f"segment{task['distilled']}", sampler='ddim', eta=0.0,
+                           clip_x0=True)
   config.train.microbatches = 1
   config.data.degrade_on = task.get('degrade_on', 'host')
   return config
@@ -521,9 +524,10 @@ def train_programs(config, devices, *, donate: bool = False, notes=None):
   return compile_at
 
 
-def chain_program(config, devices, per_device_batch: int):
+def chain_program(config, devices, per_device_batch: int, prediction: str = 'eps'):
   """The stage's reverse chain as the restore job compiles it (a one-stage cascade jitted over
-  `devices`), compiled from abstract values; (compiled, reverse steps)."""
+  `devices`), compiled from abstract values; (compiled, reverse steps). `prediction`: what the
+  network predicts (a distilled IRM-1 predicts v)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -532,7 +536,7 @@ def chain_program(config, devices, per_device_batch: int):
   from diffbfr_jax import parallel  # pylint: disable=g-import-not-at-top
 
   stage = cascade.build_stage(config.stage, config.model_type, config.model, config.diffusion,
-                              config.sampling)
+                              config.sampling, prediction)
   params = {stage.name: jax.eval_shape(stage.model.init, jax.random.key(0),
                                        *models.example_inputs(stage.model))['params']}
   run = parallel.jit_over_local_devices(cascade.make_cascade([stage]), devices=devices)
@@ -699,7 +703,12 @@ def _chain(task: dict) -> dict:
   devices, info = _device(task['target'])
   config = _config(task)
   t0 = time.perf_counter()
-  compiled, steps = chain_program(config, devices, FLAGS.chain_batch)
+  prediction = 'eps'
+  if task.get('distilled'):  # what the distill job's student of this stage predicts
+    from diffbfr_jax import config_files  # pylint: disable=g-import-not-at-top
+    prediction = config_files.stage_config(FLAGS.config_dir, 'distill',
+                                           config.stage).distill.prediction
+  compiled, steps = chain_program(config, devices, FLAGS.chain_batch, prediction)
   seconds = time.perf_counter() - t0
   figures = dict(step=_program_figures(compiled, info['platform']))
   row = dict(task, **info, per_device_batch=FLAGS.chain_batch, reverse_steps=steps,
@@ -739,8 +748,9 @@ def _stage_of(name: str) -> str:
 
 
 def tasks(targets, stages, remats, conv_grad: str, donate: bool, degrade_on: str,
-          chains: bool) -> list:
-  """Every row of a run, target by target, stage by stage."""
+          chains: bool, distilled=()) -> list:
+  """Every row of a run, target by target, stage by stage; `distilled`: the steps K of the
+  distilled chains to compile too (one chain row per stage and K)."""
   out = []
   for target in targets:
     grad = conv_grad_on(parse_target(target)['platform'], conv_grad)
@@ -753,12 +763,14 @@ def tasks(targets, stages, remats, conv_grad: str, donate: bool, degrade_on: str
                    conv_grad=grad, donate=donate) for r in remats]
       if chains:
         out.append(dict(kind='chain', target=target, stage=stage))
+      out += [dict(kind='chain', target=target, stage=stage, distilled=k) for k in distilled]
   return out
 
 
 def key(task: dict) -> str:
   return json.dumps({k: task[k] for k in ('kind', 'target', 'stage', 'remat', 'degrade_on',
-                                          'conv_grad', 'donate') if k in task}, sort_keys=True)
+                                          'conv_grad', 'donate', 'distilled') if k in task},
+                    sort_keys=True)
 
 
 def versions() -> dict:
@@ -856,7 +868,9 @@ def table(results: dict) -> str:
               '|' + '---|' * 9]
     for r in results['chain']:
       lines.append(' | '.join([
-          f"| {r['target']}", r['stage'], str(r['per_device_batch']),
+          f"| {r['target']}",
+          r['stage'] + (f", distilled {r['distilled']}" if r.get('distilled') else ''),
+          str(r['per_device_batch']),
           _gib(r['memory']['total']), _fmt(r['flops_per_reverse_step'], '.4g', 1e-9),
           _fmt(r['bytes_per_reverse_step'], '.3g', 1e-9), str(r['reverse_steps']),
           _fmt(r.get('seconds_per_face'), '.3g'), f"{r['compile_s']:.0f} |"]))
@@ -892,6 +906,8 @@ def _define_flags():
   flags.DEFINE_float('gpu_memory_fraction', 0, "A GPU's usable share of its memory; 0 = JAX's "
                      'default (XLA_PYTHON_CLIENT_MEM_FRACTION, else 0.75).')
   flags.DEFINE_integer('chain_batch', 1, 'Faces per device in the compiled chain.')
+  flags.DEFINE_list('distilled', [], 'Also compile the distilled chains of these steps K per '
+                    "stage (configs/cascade.py's distillK presets), e.g. 8,4,2,1.")
   flags.DEFINE_float('peak_tflops', 0, "A peak for the roofline; 0 = accelerator.PEAK_TFLOPS.")
   flags.DEFINE_string('config_dir', 'configs', 'The folder of the stage configs.')
   flags.DEFINE_bool('resume', False, 'Keep the rows already in --out; compile the rest.')
@@ -924,8 +940,13 @@ def _check_flags() -> list:
   if FLAGS.conv_grad not in ('default', 'rows', 'xla'):
     raise UserError(f"--conv_grad={FLAGS.conv_grad!r}; expected 'default', 'rows' or 'xla'")
   stages = [s for s in FLAGS.stages if s] + list(FLAGS.configs)
+  distilled = []
+  for k in FLAGS.distilled:
+    if not k.isdigit() or int(k) < 1:
+      raise UserError(f'--distilled: {k!r} is not a whole number of steps >= 1')
+    distilled.append(int(k))
   return tasks(FLAGS.targets, stages, remats, FLAGS.conv_grad, FLAGS.donate, FLAGS.degrade_on,
-               FLAGS.chains)
+               FLAGS.chains, distilled)
 
 
 def main(argv):

@@ -58,23 +58,46 @@ CHAINS = {
     'tem_only': ('TEM only: the LQ face diffused to N2 = 100, TEM (DifFace without its '
                  'estimator)', {'irm1': _OFF, 'irm2': _OFF, 'tem': {}}),
 }
+DEFAULT_CHAINS = list(CHAINS)
+# DDIM (eta 0, clipped) on the distilled chains' grids with the stages as trained: what the
+# distilled students are measured against at equal evaluations.
+CHAINS.update({f'ddim_segment{k}': (f'DDIM on the distilled grids, {k} + {k} + {k}',
+                                    _respaced(*[f'segment{k}'] * 3, sampler='ddim', eta=0.0,
+                                              clip_x0=True))
+               for k in (8, 4, 2, 1)})
+# The distilled cascade (configs/cascade.py's distillK presets): each stage the distill job's
+# student of K steps, <--distilled>/<stage>/steps_K.
+DISTILLED = {f'distill{k}': k for k in (8, 4, 2, 1)}
+CHAINS.update({name: (f'distilled, {k} + {k} + {k} (DDIM, clipped)', 'distilled')
+               for name, k in DISTILLED.items()})
 
 
 def _define_flags():
   flags.DEFINE_string('workdir', 'runs/demo', 'The demo workdir: trained stages and test set.')
   flags.DEFINE_string('config', 'configs/demo.py', 'The demo config (its sampling choices).')
-  flags.DEFINE_list('chains', list(CHAINS), f'Chains to run, of {list(CHAINS)}.')
+  flags.DEFINE_list('chains', DEFAULT_CHAINS, f'Chains to run, of {list(CHAINS)}.')
+  flags.DEFINE_string('distilled', '', "The distill job's workdirs of the distilled chains, "
+                      "one folder per stage ('' = <workdir>/distill).")
   flags.DEFINE_integer('seeds', 3, 'Seeds (one sample per face each).')
 
 
-def chain_config(name: str, demo_config, root: pathlib.Path):
+def chain_config(name: str, demo_config, root: pathlib.Path, distilled=None):
   """The cascade config of chain `name`: the demo's row tem_w (its sampling choices, every
-  step of the training grids) with the chain's fields."""
+  step of the training grids) with the chain's fields; a distilled chain's stages from
+  `distilled` (the distill job's workdirs, one per stage; None: <root>/distill)."""
   _, stages = CHAINS[name]
   demo_config = demo_config.copy_and_resolve_references()
   demo_config.grids = 'fast' if stages == 'fast' else 'full'
   files = rounds.ConfigFiles(demo_config.config_dir, demo_config.networks)
   ccfg = demo.cascade_config(files, 'tem_w', demo_config, root)
+  if stages == 'distilled':
+    steps = DISTILLED[name]
+    folder = pathlib.Path(distilled) if distilled else root / 'distill'
+    for stage in cascade.STAGES:
+      ccfg[stage].checkpoint = str(folder.absolute() / stage / f'steps_{steps}')
+      ccfg[stage].sampling.update(respacing=f'segment{steps}', sampler='ddim', eta=0.0,
+                                  clip_x0=True)
+    return ccfg
   if stages == 'alg1':  # the stage configs' own samplers on the paper's grids
     paper = files.get('cascade')
     for stage in cascade.STAGES:
@@ -89,15 +112,16 @@ def chain_config(name: str, demo_config, root: pathlib.Path):
   return ccfg
 
 
-def evaluations(name: str, demo_config, root: pathlib.Path) -> dict:
+def evaluations(name: str, demo_config, root: pathlib.Path, distilled=None) -> dict:
   """{stage: network evaluations per face} of chain `name`; a grid that does not fit fails here."""
-  stages, _ = cascade.load(chain_config(name, demo_config, root))
+  stages, _ = cascade.load(chain_config(name, demo_config, root, distilled))
   return {s.name: cascade.num_steps(s) for s in stages}
 
 
-def measure(name: str, demo_config, root: pathlib.Path, names, lq, gt, seeds: int) -> dict:
+def measure(name: str, demo_config, root: pathlib.Path, names, lq, gt, seeds: int,
+            distilled=None) -> dict:
   """{'evaluations', 'seconds_per_face', metric: (mean, spread)} of chain `name`."""
-  stages, params = cascade.load(chain_config(name, demo_config, root))
+  stages, params = cascade.load(chain_config(name, demo_config, root, distilled))
   fn = jax.jit(cascade.make_cascade(stages))
   hashes = np.array([zlib.crc32(n.encode()) for n in names], np.uint32)
   batch = {'lq': lq.astype(np.float32) / 127.5 - 1.0}
@@ -149,11 +173,12 @@ def main(argv):
   print(f'device: {parallel.device_label()}  faces: {len(names)} (32x32)  seeds: {FLAGS.seeds}  '
         f'stages: {root}', flush=True)
   for name in FLAGS.chains:  # every chain's grids checked before the first one runs
-    evaluations(name, demo_config, root)
+    evaluations(name, demo_config, root, FLAGS.distilled)
   results = {}
   for name in FLAGS.chains:
     t0 = time.perf_counter()
-    results[name] = measure(name, demo_config, root, names, lq, gt, FLAGS.seeds)
+    results[name] = measure(name, demo_config, root, names, lq, gt, FLAGS.seeds,
+                            FLAGS.distilled)
     print(f'{name}: {results[name]["evaluations"]} evaluations per face, '
           f'{time.perf_counter() - t0:.0f} s', flush=True)
     (root / 'frontier.json').write_text(json.dumps(  # after every chain: a crash loses none

@@ -41,6 +41,19 @@ def predict_eps(schedule: Schedule, *, x_t, index, x0):
           / at(np.sqrt(1.0 / schedule.gammas - 1.0), index, x_t))
 
 
+def eps_from_v(schedule: Schedule, *, x_t, index, v):
+  """The noise of x_t from v = sqrt(gamma) eps - sqrt(1 - gamma) x_0 (Salimans and Ho's
+  v-prediction): eps = sqrt(1 - gamma) x_t + sqrt(gamma) v."""
+  return (at(np.sqrt(1.0 - schedule.gammas), index, x_t) * x_t
+          + at(np.sqrt(schedule.gammas), index, x_t) * v)
+
+
+def x0_from_v(schedule: Schedule, *, x_t, index, v):
+  """x_0 from x_t and v: sqrt(gamma) x_t - sqrt(1 - gamma) v."""
+  return (at(np.sqrt(schedule.gammas), index, x_t) * x_t
+          - at(np.sqrt(1.0 - schedule.gammas), index, x_t) * v)
+
+
 def q_posterior(schedule: Schedule, *, x0, x_t, index):
   """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
   mean = (at(schedule.posterior_mean_coef1, index, x_t) * x0

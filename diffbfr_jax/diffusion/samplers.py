@@ -22,11 +22,25 @@ SAMPLERS = ('ancestral', 'ddim')
 # 'from_x0' re-derives it from the clipped x_0 (guided-diffusion's `ddim_sample`); 'model' keeps
 # the network's prediction (DifFace's `ddim_sample`, `eps = out["pred_noise"]`).
 DDIM_EPS = ('from_x0', 'model')
+# What a network's first C output channels predict: 'eps' (the noise; every stage as trained) or
+# 'v' (sqrt(gamma) eps - sqrt(1 - gamma) x_0; a distilled student's, diffusion/distillation.py).
+PREDICTIONS = ('eps', 'v')
 
 
 def _split_output(model_out, channels: int):
   """The noise prediction (first C channels) and, if present, the variance output v."""
   return model_out[..., :channels], model_out[..., channels:]
+
+
+def as_noise_prediction(schedule: Schedule, *, model_out, x_t, index, prediction: str):
+  """The model output with its first C channels as the noise prediction (see PREDICTIONS)."""
+  if prediction == 'eps':
+    return model_out
+  if prediction != 'v':
+    raise ValueError(f'prediction={prediction!r}; expected one of {PREDICTIONS}.')
+  v, rest = _split_output(model_out, x_t.shape[-1])
+  eps = gaussian.eps_from_v(schedule, x_t=x_t, index=index, v=v)
+  return jnp.concatenate([eps, rest], axis=-1) if rest.shape[-1] else eps
 
 
 def _noise_mask(index, x):
@@ -130,7 +144,7 @@ def ddim_step(schedule: Schedule, *, model_out, x_t, index, noise, eta: float, c
 def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, time_input: str,
                  cond=None, from_noise: bool = False, sampler: str = 'ancestral',
                  variance: str = 'beta', clip_x0: bool = False, eta: float = 0.0,
-                 ddim_eps: str = 'from_x0'):
+                 ddim_eps: str = 'from_x0', prediction: str = 'eps'):
   """Runs N = `num_steps` reverse steps on `schedule`'s grid from `start`.
 
   Args:
@@ -144,12 +158,15 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
     num_steps: N, a Python int (0 returns `start`).
     time_input: 'step' or 'noise_level' (see `model_time`).
     ddim_eps: DDIM's noise under clipping, one of DDIM_EPS (sampler='ddim' only; checked always).
+    prediction: what the network predicts, one of PREDICTIONS.
   """
   if not 0 <= num_steps <= schedule.num_steps:
     raise ValueError(f'num_steps={num_steps} is outside [0, {schedule.num_steps}].')
   if sampler not in SAMPLERS:
     raise ValueError(f'sampler={sampler!r}; expected one of {SAMPLERS}.')
   _check_ddim_eps(ddim_eps)
+  if prediction not in PREDICTIONS:
+    raise ValueError(f'prediction={prediction!r}; expected one of {PREDICTIONS}.')
   if num_steps == 0:
     return start
   if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -167,7 +184,9 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
 
   def body(i, x):
     index = jnp.full((batch,), first - i)
-    out = model_fn(x, model_time(schedule, index, time_input), cond)
+    out = as_noise_prediction(schedule, model_out=model_fn(x, model_time(schedule, index,
+                                                                         time_input), cond),
+                              x_t=x, index=index, prediction=prediction)
     z = _normal(_fold_in(step_key, first - i), x.shape).astype(x.dtype)
     if sampler == 'ddim':
       return ddim_step(schedule, model_out=out, x_t=x, index=index, noise=z, eta=eta,
@@ -183,22 +202,24 @@ def sample_chain(model_fn, schedule: Schedule, key, start, *, num_steps: int, ti
 def make_sampler(model_fn, train_schedule: Schedule, *, time_input: str, start_step: int,
                  from_noise: bool, variance: str, clip_x0: bool, respacing: str = '',
                  start_grid: str = 'original', sampler: str = 'ancestral', eta: float = 0.0,
-                 ddim_eps: str = 'from_x0'):
+                 ddim_eps: str = 'from_x0', prediction: str = 'eps'):
   """`make_sampler(model_fn, schedule, time_input=..., **config.sampling)`.
 
   Returns `sample(key, start, cond=None)` and the number of reverse steps (= model calls) it runs.
-  respacing: '' (every step), a guided-diffusion count string ('250', '10,20') or 'ddimN'.
+  respacing: '' (every step), a guided-diffusion count string ('250', '10,20'), 'ddimN' or
+    'segmentK' (K steps evenly spaced over the chain's segment, ending at its start step: the
+    grids of a distilled stage, schedules.segment_timesteps).
   start_grid: whether `start_step` counts steps of the training grid ('original') or of the
   respaced grid ('respaced').
   ddim_eps: with sampler='ddim' and clip_x0, 'from_x0' (guided-diffusion) or 'model' (DifFace).
+  prediction: what the network's output predicts (PREDICTIONS; a stage's checkpoint says).
   """
   _check_ddim_eps(ddim_eps)
-  schedule = schedules.respace(train_schedule, respacing)
-  num_steps = schedules.start_count(schedule, start_step, start_grid)
+  schedule, num_steps = schedules.sampling_grid(train_schedule, respacing, start_step, start_grid)
 
   def sample(key, start, cond=None):
     return sample_chain(model_fn, schedule, key, start, num_steps=num_steps, time_input=time_input,
                         cond=cond, from_noise=from_noise, sampler=sampler, variance=variance,
-                        clip_x0=clip_x0, eta=eta, ddim_eps=ddim_eps)
+                        clip_x0=clip_x0, eta=eta, ddim_eps=ddim_eps, prediction=prediction)
 
   return sample, num_steps

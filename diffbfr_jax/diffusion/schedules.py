@@ -142,13 +142,55 @@ def space_timesteps(num_timesteps: int, section_counts) -> list[int]:
   return sorted(set(steps))
 
 
+SEGMENT = 'segment'  # respacing='segmentK': see segment_timesteps
+
+
+def segment_timesteps(start_step: int, count: int) -> list[int]:
+  """The K = `count` steps of a chain's segment 1..N (N = `start_step`, training-grid steps),
+  evenly spaced and ending at N: 0-based steps round(j N / K) - 1 for j = 1..K (halves rounded
+  up). Halving K keeps every second step (K's step j is 2K's step 2j), the grids of progressive
+  distillation: one step of the K-step chain spans two of the 2K-step chain."""
+  if not 1 <= count <= start_step:
+    raise ValueError(f'respacing={SEGMENT}{count}: need 1 <= {count} <= the start step '
+                     f'{start_step}.')
+  return [(2 * j * start_step + count) // (2 * count) - 1 for j in range(1, count + 1)]
+
+
+def sampling_grid(schedule: Schedule, respacing, start_step: int, start_grid: str):
+  """(the grid a chain runs on, its number of reverse steps) for a sampling config: `respacing`
+  as `respace` takes it, or 'segmentK' (K steps of the segment the chain runs, see
+  `segment_timesteps`; start_grid must be 'original')."""
+  if isinstance(respacing, str) and respacing.startswith(SEGMENT):
+    count = respacing[len(SEGMENT):]
+    if not count.isdigit():
+      raise ValueError(f'respacing={respacing!r}: expected {SEGMENT}K with a whole number K.')
+    if start_grid != 'original':
+      raise ValueError(f"respacing={respacing!r} needs start_grid='original', got "
+                       f'{start_grid!r}.')
+    if not 0 < start_step <= schedule.num_train_timesteps:
+      raise ValueError(f'start_step={start_step} is outside [1, {schedule.num_train_timesteps}].')
+    grid = respace_to(schedule, segment_timesteps(start_step, int(count)))
+  else:
+    grid = respace(schedule, respacing)
+  return grid, start_count(grid, start_step, start_grid)
+
+
 def respace(schedule: Schedule, respacing) -> Schedule:
   """Keep a subset of steps; new betas make the kept gammas exact (guided-diffusion's rule)."""
   if not respacing:
     return schedule
   if schedule.num_steps != schedule.num_train_timesteps:
     raise ValueError('respace a full schedule, not an already respaced one.')
-  keep = space_timesteps(schedule.num_steps, respacing)
+  return respace_to(schedule, space_timesteps(schedule.num_steps, respacing))
+
+
+def respace_to(schedule: Schedule, keep) -> Schedule:
+  """The full `schedule` on the sorted steps `keep` (0-based), their gammas exact."""
+  if schedule.num_steps != schedule.num_train_timesteps:
+    raise ValueError('respace a full schedule, not an already respaced one.')
+  keep = list(keep)
+  if keep != sorted(set(keep)) or not keep or keep[0] < 0 or keep[-1] >= schedule.num_steps:
+    raise ValueError(f'steps to keep must be increasing and within [0, {schedule.num_steps}).')
   gammas = schedule.gammas[keep]
   betas = 1.0 - gammas / np.append(1.0, gammas[:-1])
   return schedule_from_betas(betas, keep, schedule.num_steps)

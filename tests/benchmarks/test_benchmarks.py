@@ -65,6 +65,25 @@ def test_frontier_runs_its_chains_on_smoke_stages(smoke_runs, tmp_path):
   assert only['stages'] == {'tem': 100}
 
 
+def test_the_frontier_samples_distilled_chains_with_the_distill_jobs_students(tmp_path):
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from diffbfr_jax.benchmarks import frontier  # pylint: disable=g-import-not-at-top
+
+  config = demo_config.get_config()
+  config.config_dir = str(pathlib.Path(__file__).resolve().parents[2] / 'configs')
+  ccfg = frontier.chain_config('distill4', config, tmp_path)
+  for stage in ('irm1', 'irm2', 'tem'):
+    assert ccfg[stage].checkpoint == str(tmp_path / 'distill' / stage / 'steps_4')
+    assert (ccfg[stage].sampling.respacing, ccfg[stage].sampling.sampler,
+            ccfg[stage].sampling.eta, ccfg[stage].sampling.clip_x0) == ('segment4', 'ddim', 0.0,
+                                                                        True)
+  same_grid = frontier.chain_config('ddim_segment4', config, tmp_path)
+  assert same_grid.irm2.checkpoint == str(tmp_path / 'irm2')  # the stages as trained
+  assert same_grid.irm2.sampling.respacing == 'segment4'
+  elsewhere = frontier.chain_config('distill1', config, tmp_path, tmp_path / 'other')
+  assert elsewhere.tem.checkpoint == str(tmp_path / 'other' / 'tem' / 'steps_1')
+
+
 def test_peer_benchmark_times_each_kind_of_case_with_our_code(monkeypatch):
   from diffbfr_jax.benchmarks import peer  # pylint: disable=g-import-not-at-top
 

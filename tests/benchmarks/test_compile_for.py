@@ -95,12 +95,13 @@ def test_gpu_flops_count_the_library_calls_as_the_cpu_does():
 
 @needs_extra
 def test_the_smoke_stages_compile_for_a_tpu_and_a_gpu(tmp_path):
-  """Each smoke stage's train step (with the degradation in it for IRM-1 and IRM-2) and chain,
-  compiled by libtpu for TPU v5e and by XLA's GPU compiler for H100, at one image per device."""
+  """Each smoke stage's train step (with the degradation in it for IRM-1 and IRM-2), chain and
+  distilled chain of 2 steps, compiled by libtpu for TPU v5e and by XLA's GPU compiler for H100,
+  at one image per device."""
   out = tmp_path / 'compile.json'
   configs = ','.join(f'configs/{s}.py:smoke' for s in ('irm1', 'irm2', 'tem'))
   _run(f'--targets={TPU},{GPU}', '--stages=', f'--configs={configs}', '--remat=false',
-       '--batch=1', '--noisolate', f'--out={out}')
+       '--batch=1', '--distilled=2', '--noisolate', f'--out={out}')
   results = json.loads(out.read_text())
   assert not results['errors']
   assert {(r['target'], r['stage']) for r in results['train']} == {
@@ -117,10 +118,17 @@ def test_the_smoke_stages_compile_for_a_tpu_and_a_gpu(tmp_path):
     assert figures['step']['memory']['argument'] > 0 and figures['step']['memory']['temp'] > 0
     assert 0 < row['step_s'] and row['images_per_s_per_chip'] > 0
   for row in results['chain']:
-    assert row['reverse_steps'] == {'irm1': 2000, 'irm2': 1000, 'tem': 100}[
-        row['stage'].split('/')[1].split('.')[0]]
+    assert row['reverse_steps'] == (row.get('distilled') or {'irm1': 2000, 'irm2': 1000, 'tem': 100}[
+        row['stage'].split('/')[1].split('.')[0]])
     assert row['memory']['total'] > 0 and row['flops_per_reverse_step'] > 0
-  assert len(results['chain']) == 6
+  assert len(results['chain']) == 12
+  # A distilled chain's step is the same network's: the same FLOPs per reverse step, within the
+  # sampler's few elementwise operations.
+  per_step = {(r['target'], r['stage'], bool(r.get('distilled'))): r['flops_per_reverse_step']
+              for r in results['chain']}
+  for (target, stage, distilled), flops in per_step.items():
+    if distilled:
+      assert abs(flops / per_step[target, stage, False] - 1) < 0.02
   # The same network's step at one image costs the same on both targets, within what each
   # compiler adds (TPU: padding to its tiles).
   flops = {(r['target'], r['stage']): r['at']['1']['step']['flops'] for r in results['train']}

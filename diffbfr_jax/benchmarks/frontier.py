@@ -10,7 +10,10 @@ median over the seeds) and PSNR / SSIM / LPIPS: the mean over faces and seeds, +
 deviation of the per-seed means. Every chain uses the demo's sampling choices
 (`configs/demo.py`'s `sampling`) unless the chain sets the field itself; `paper, Algorithm 1`
 uses the stage configs' own (the paper's) samplers, and `fast` the chains of
-`configs/cascade.py`'s `fast` preset. Writes `<workdir>/frontier.json`.
+`configs/cascade.py`'s `fast` preset. Writes `<workdir>/frontier.json`. Not run unless named
+in --chains: the distilled chains (`distill8` ... `distill1`, the distill job's students in
+--distilled, default `<workdir>/distill/<stage>`) and DDIM on their grids (`ddim_segment32`
+... `ddim_segment1`; docs/distill.md).
 """
 
 import json
@@ -60,11 +63,11 @@ CHAINS = {
 }
 DEFAULT_CHAINS = list(CHAINS)
 # DDIM (eta 0, clipped) on the distilled chains' grids with the stages as trained: what the
-# distilled students are measured against at equal evaluations.
+# distilled students are measured against at equal evaluations (32: the demo's first teacher).
 CHAINS.update({f'ddim_segment{k}': (f'DDIM on the distilled grids, {k} + {k} + {k}',
                                     _respaced(*[f'segment{k}'] * 3, sampler='ddim', eta=0.0,
                                               clip_x0=True))
-               for k in (8, 4, 2, 1)})
+               for k in (32, 16, 8, 4, 2, 1)})
 # The distilled cascade (configs/cascade.py's distillK presets): each stage the distill job's
 # student of K steps, <--distilled>/<stage>/steps_K.
 DISTILLED = {f'distill{k}': k for k in (8, 4, 2, 1)}

@@ -13,7 +13,8 @@ The argument picks what cleans, comma-separated with a size as configs/cascade.p
             unconditional FFHQ model pulls the face toward the clean faces it learned; the
             smallest move, and the only one that keeps the image's size and colours).
   ''        the full cascade (IRM-1, IRM-2, TEM; Algorithm 1), as the restore job.
-  irm_c_t, irm_c, irm_s, fast: the restore job's cascades (configs/cascade.py).
+  irm_c_t, irm_c, irm_s, fast, distill8 ... distill1: the restore job's cascades
+            (configs/cascade.py).
   ...,demo  the :demo networks (32x32, runs/<stage>_demo); ...,smoke the :smoke ones.
 Every other field of configs/cascade.py keeps its meaning (checkpoints, chains, batch, seed).
 """

@@ -7,8 +7,11 @@ generators are judged (Proposition 2's FID claim).
        runs/samples/summary.json (the checkpoint, chain and seed; FID against the reference).
 
 The argument: '' the paper's TEM network and its full 1000-step ancestral chain; 'fast' its
-respaced 250-step chain (DifFace's grid); 'ddim' a 50-step deterministic DDIM chain; and a size,
-'demo' or 'smoke', comma-separated in any order (`:fast,demo`), as configs/cascade.py.
+respaced 250-step chain (DifFace's grid); 'ddim' a 50-step deterministic DDIM chain;
+'distill8' ... 'distill1' K DDIM steps over the chain from noise (a TEM distilled over that
+chain: configs/distill.py:tem --config.sampling.from_noise=True --config.sampling.start_step=1000,
+docs/distill.md); and a size, 'demo' or 'smoke', comma-separated in any order (`:fast,demo`),
+as configs/cascade.py.
 """
 
 import ml_collections
@@ -16,7 +19,8 @@ import ml_collections
 from configs import common
 from configs import tem
 
-CHAINS = ('fast', 'ddim')
+DISTILLED = {'distill8': 8, 'distill4': 4, 'distill2': 2, 'distill1': 1}
+CHAINS = ('fast', 'ddim', *DISTILLED)
 SIZES = ('demo', 'smoke')
 
 
@@ -42,6 +46,9 @@ def get_config(arg=None):
     config.tem.sampling.respacing = '250'
   elif preset['chain'] == 'ddim':
     config.tem.sampling.update(sampler='ddim', respacing='ddim50', eta=0.0)
+  elif preset['chain'] in DISTILLED:
+    config.tem.sampling.update(sampler='ddim', respacing=f"segment{DISTILLED[preset['chain']]}",
+                               eta=0.0, clip_x0=True)
   common.runtime(config)  # config.distributed, config.compilation_cache_dir
   if size:
     config.num_samples, config.grid_count = 8, 8

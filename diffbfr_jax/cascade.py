@@ -160,6 +160,7 @@ def stage_from_checkpoint(name: str, stage_config):
     raise errors.CheckpointError(
         f'config.{name}.checkpoint={stage_config.checkpoint!r} holds a {meta["stage"]} '
         f'checkpoint (step {step}), not a {name} one')
+  check_segment(name, stage_config, meta)
   model_config = dict(meta['model'])
   if stage_config.dtype:
     model_config['dtype'] = stage_config.dtype
@@ -171,6 +172,20 @@ def stage_from_checkpoint(name: str, stage_config):
   logging.info('%s: %s of step %d from %s (%d reverse steps)', name, stage_config.params, step,
                folder, num_steps(stage))
   return stage, params
+
+
+def check_segment(name: str, stage_config, meta: dict) -> None:
+  """A distilled stage (its meta has `distill`) is sampled over the segment it was distilled
+  on: the same start step and start from noise, or a ConfigError naming both."""
+  distilled = meta.get('distill')
+  if not distilled:
+    return
+  for field in ('start_step', 'from_noise'):
+    if stage_config.sampling[field] != distilled[field]:
+      raise ConfigError(
+          f'config.{name}.sampling.{field}={stage_config.sampling[field]!r}, but '
+          f'{stage_config.checkpoint} was distilled over the chain with {field}='
+          f'{distilled[field]!r} (its {distilled["steps"]} steps cover only that segment)')
 
 
 def load(config):

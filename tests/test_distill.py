@@ -127,3 +127,28 @@ def test_the_distilled_presets_make_three_k_network_evaluations_per_face(preset,
   assert calls == {'irm1': per_stage, 'irm2': per_stage, 'tem': per_stage}
   assert sum(cascade.num_steps(s) for s in stages) == 3 * per_stage
   assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_a_student_sampled_over_another_segment_is_refused(straight, smoke_run):
+  workdir, _ = straight
+  config = cascade_configs.get_config('distill1,smoke')
+  config.irm1.checkpoint = str(smoke_run('irm1'))
+  config.irm2.checkpoint = str(workdir / 'steps_1')
+  config.tem.enabled = False
+  config.irm2.sampling.update(from_noise=True, start_step=2000)  # IRM-c's chain
+  with pytest.raises(errors.ConfigError, match=r'config\.irm2\.sampling\.start_step=2000, but '
+                                               r'.*steps_1 was distilled over the chain with '
+                                               r'start_step=1000'):
+    cascade.load(config)
+
+
+def test_the_sample_jobs_distilled_chains_run_k_steps_from_noise():
+  from configs import sample as sample_configs  # pylint: disable=g-import-not-at-top
+  from configs import tem  # pylint: disable=g-import-not-at-top
+  stage_config = tem.get_config('smoke')
+  for preset, steps in (('distill4', 4), ('distill1', 1)):
+    sampling = sample_configs.get_config(f'{preset},smoke').tem.sampling
+    stage = cascade.build_stage('tem', stage_config.model_type, stage_config.model,
+                                stage_config.diffusion, sampling)
+    assert cascade.num_steps(stage) == steps
+    assert (sampling.from_noise, sampling.start_step, sampling.sampler) == (True, 1000, 'ddim')

@@ -152,12 +152,11 @@ def run_rounds(config, workdir: pathlib.Path) -> list:
     meta = student_meta(config, teacher=str(teacher), teacher_step=teacher_step,
                         round_=round_, steps=steps)
     if done >= d.steps_per_round:
-      differences = checkpointing.meta_differences(
-          checkpointing.read_meta(*checkpointing.find(folder)), meta)
-      if differences:
-        raise errors.CheckpointError(
-            checkpointing.refusal(str(folder), differences) + ' Give a new --workdir to '
-            'distill with these settings.')
+      finished = checkpointing.Checkpointer(folder)
+      try:
+        finished.check_meta(meta)  # the train loop's own refusal of another config's checkpoint
+      finally:
+        finished.close()
       _say(f'{label}: distilled already ({done} steps) in {folder}')
     else:
       _say(f'{label}, training steps {done}..{d.steps_per_round} in {folder} (teacher '

@@ -17,9 +17,10 @@ as configs/cascade.py.
 import ml_collections
 
 from configs import common
+from configs.cascade import DISTILLED
+from configs.cascade import distilled_chain
 from configs import tem
 
-DISTILLED = {'distill8': 8, 'distill4': 4, 'distill2': 2, 'distill1': 1}
 CHAINS = ('fast', 'ddim', *DISTILLED)
 SIZES = ('demo', 'smoke')
 
@@ -47,8 +48,7 @@ def get_config(arg=None):
   elif preset['chain'] == 'ddim':
     config.tem.sampling.update(sampler='ddim', respacing='ddim50', eta=0.0)
   elif preset['chain'] in DISTILLED:
-    config.tem.sampling.update(sampler='ddim', respacing=f"segment{DISTILLED[preset['chain']]}",
-                               eta=0.0, clip_x0=True)
+    distilled_chain(config.tem.sampling, DISTILLED[preset['chain']])
   common.runtime(config)  # config.distributed, config.compilation_cache_dir
   if size:
     config.num_samples, config.grid_count = 8, 8

@@ -83,7 +83,7 @@ def test_equal_seeds_give_equal_outputs_whatever_the_batch(smoke_runs, odd_folde
 
   one = run('a', batch_size=8)
   again = run('b', batch_size=3)  # other batches, other companions in each batch
-  other = run('c', batch_size=8, seed=1)
+  run('c', batch_size=8, seed=1)
   assert len(one['written']) == 10 and one['batches'] == 2 and again['batches'] == 4
   for rel in map(pathlib.Path, one['written']):
     path = tmp_path / 'a' / rel
@@ -208,7 +208,7 @@ def test_restore_and_evaluate_read_a_prepared_pairs_dataset_by_name(smoke_runs, 
     return main.run(config, out)
 
   by_name = restore('tfds:face_pairs:lq', 'from_dataset')
-  by_folder = restore('pairs/lq', 'from_folder')
+  restore('pairs/lq', 'from_folder')
   written = sorted(by_name['written'])
   assert written == ['a.png', 'b.png', 'nested/c.png']
   for rel in written:

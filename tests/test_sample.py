@@ -41,7 +41,7 @@ def test_samples_depend_on_seed_and_index_only(smoke_run, tmp_path):
   summary = main.run(_config(smoke_run, batch_size=3, grid_count=5,
                              reference_dir=str(reference)), str(tmp_path / 'a'))
   again = main.run(_config(smoke_run, batch_size=8), str(tmp_path / 'b'))
-  other = main.run(_config(smoke_run, batch_size=8, seed=1), str(tmp_path / 'c'))
+  main.run(_config(smoke_run, batch_size=8, seed=1), str(tmp_path / 'c'))
   names = sorted(p.name for p in (tmp_path / 'a' / 'samples').iterdir())
   assert names == [f'sample_{i:05d}.png' for i in range(5)]
   for name in names:

@@ -794,6 +794,10 @@ def _run_worker(task: dict) -> dict:
   cmd = [sys.executable, '-m', 'diffbfr_jax.benchmarks.compile_for',
          *[f'--{name}={FLAGS[name].value}' for name in passed], '--task=' + json.dumps(task)]
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
+  # glibc's malloc gives each of the compiler's threads an arena of its own (up to 8 per core),
+  # and a TPU compile's host memory grows with them: TPU v4's paper TEM step peaked at 18.1 GB
+  # resident with two arenas and was killed at 24.4 GB without (docs/compile.md).
+  env.setdefault('MALLOC_ARENA_MAX', '2')
   done = subprocess.run(cmd, capture_output=True, text=True, env=env)
   for line in done.stdout.splitlines():
     if line.startswith('RESULT '):

@@ -38,14 +38,14 @@ from configs import irm2
 from configs import tem
 
 DISTILLED = {'distill8': 8, 'distill4': 4, 'distill2': 2, 'distill1': 1}
+CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast', *DISTILLED)
+SIZES = ('', 'demo', 'smoke')
 
 
 def distilled_chain(sampling, steps: int) -> None:
   """Sets a stage's `sampling` to the chain of its distilled checkpoint `steps_K`: K DDIM steps
   (eta 0, x_0 clipped) over the stage's own segment."""
   sampling.update(respacing=f'segment{steps}', sampler='ddim', eta=0.0, clip_x0=True)
-CASCADES = ('', 'tem_w', 'irm_c_t', 'irm_c', 'irm_s', 'fast', *DISTILLED)
-SIZES = ('', 'demo', 'smoke')
 
 
 def get_config(arg=None):

@@ -16,12 +16,11 @@ as configs/cascade.py.
 
 import ml_collections
 
+from configs import cascade
 from configs import common
-from configs.cascade import DISTILLED
-from configs.cascade import distilled_chain
 from configs import tem
 
-CHAINS = ('fast', 'ddim', *DISTILLED)
+CHAINS = ('fast', 'ddim', *cascade.DISTILLED)
 SIZES = ('demo', 'smoke')
 
 
@@ -47,8 +46,8 @@ def get_config(arg=None):
     config.tem.sampling.respacing = '250'
   elif preset['chain'] == 'ddim':
     config.tem.sampling.update(sampler='ddim', respacing='ddim50', eta=0.0)
-  elif preset['chain'] in DISTILLED:
-    distilled_chain(config.tem.sampling, DISTILLED[preset['chain']])
+  elif preset['chain'] in cascade.DISTILLED:
+    cascade.distilled_chain(config.tem.sampling, cascade.DISTILLED[preset['chain']])
   common.runtime(config)  # config.distributed, config.compilation_cache_dir
   if size:
     config.num_samples, config.grid_count = 8, 8

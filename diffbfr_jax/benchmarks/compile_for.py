@@ -916,7 +916,8 @@ def _define_flags():
   flags.DEFINE_string('config_dir', 'configs', 'The folder of the stage configs.')
   flags.DEFINE_bool('resume', False, 'Keep the rows already in --out; compile the rest.')
   flags.DEFINE_bool('isolate', True, 'Compile each row in a process of its own (peak memory, '
-                    'crashes); --noisolate compiles them all here, faster for small programs.')
+                    'crashes; started with MALLOC_ARENA_MAX=2 unless set); --noisolate compiles '
+                    'them all here, faster for small programs.')
   flags.DEFINE_string('task', '', 'Internal: the one row this process compiles (JSON).')
 
 
